@@ -1,0 +1,110 @@
+"""`zoo`: the command line of transformer-zoo.
+
+Each subcommand's arguments are declared here; the work is done by a `cli_<command>(args)` function of the
+module that owns the concept, imported only when that command runs (so `zoo status` stays fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="train a population from a zoo spec (Ray Tune), resumable")
+    p.add_argument("spec", help="zoo spec YAML, e.g. recipes/configs/zoos/quickstart.yaml")
+    p.add_argument("--zoo-dir", required=True, help="folder of the zoo (created, or resumed)")
+    p.add_argument("--dry-run", action="store_true", help="print the planned members, train nothing")
+    p.add_argument("--ray-address", default=None, help="address of a running Ray cluster ('auto' finds it)")
+    p.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per member (overrides the spec)")
+    p.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs per member, fractions pack members")
+    p.add_argument("--optuna", type=int, default=None, metavar="N", help="sample N members from ranges with Optuna")
+    p.add_argument("--stage", choices=["pretraining", "finetuning", "all"], default="all")
+    p.add_argument("--modality", choices=["vision", "language", "all"], default="all")
+    p.set_defaults(module="zoo.population", func="cli_generate")
+
+
+def _add_status(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="table of a zoo's members: stage, epochs, last metric, state")
+    p.add_argument("zoo_dir")
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    p.set_defaults(module="zoo.population", func="cli_status")
+
+
+def _add_publish(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("publish", help="push a zoo to the Hub as a dataset repo (tables) and a model repo")
+    p.add_argument("zoo_dir")
+    p.add_argument("--repo-id", required=True, help="dataset repo, e.g. org/transformer-zoo")
+    p.add_argument("--model-repo-id", default=None, help="model repo (default: <repo-id>-models)")
+    p.add_argument("--local-dir", default=None, help="write the repos to this folder instead of pushing")
+    p.add_argument("--with-weights", action="store_true", help="add a `weights` table of flattened parameters")
+    p.add_argument("--allow-incomplete", action="store_true", help="publish even with incomplete/failed members")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--revision", default=None, help="branch to push to (default: main)")
+    p.set_defaults(module="zoo.publish", func="cli_publish")
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="download a published zoo and check every file against its manifest")
+    p.add_argument("repo_id", help="dataset repo id, or a folder written by `zoo publish --local-dir`")
+    p.add_argument("--revision", default=None)
+    p.set_defaults(module="zoo.publish", func="cli_verify")
+
+
+def _add_soup(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("soup", help="average members (uniform/greedy soups) or a member's last checkpoints")
+    p.add_argument("zoo_dir")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--parent", help="pretrained member whose finetuned children are the ingredients")
+    who.add_argument("--member", help="finetuned member whose checkpoints are averaged (--method epochs)")
+    p.add_argument("--method", choices=["uniform", "greedy", "epochs"], required=True)
+    p.add_argument("--last", type=int, default=5, help="--method epochs: how many last checkpoints")
+    p.add_argument("--out", required=True, help="folder of the soup (a loadable checkpoint folder)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.set_defaults(module="zoo.soups", func="cli_soup")
+
+
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("analyze", help="diversity and performance report of a zoo (report.md, figures, tables)")
+    p.add_argument("zoo_dir")
+    p.add_argument("--out", required=True)
+    p.add_argument("--max-members", type=int, default=None, help="cap the members used by pairwise metrics")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.set_defaults(module="zoo.analysis", func="cli_analyze")
+
+
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("benchmark", help="weight-space learning baselines on a zoo")
+    p.add_argument("zoo_dir")
+    p.add_argument("--task", choices=["predict-accuracy", "predict-factor"], required=True)
+    p.add_argument("--factor", default=None, help="--task predict-factor: which factor (default: optim)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write the scores as JSON here too")
+    p.set_defaults(module="zoo.analysis", func="cli_benchmark")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description="Generate, publish and study transformer model zoos.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_generate, _add_status, _add_publish, _add_verify, _add_soup, _add_analyze, _add_benchmark):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(args.module)
+    try:
+        return int(getattr(module, args.func)(args) or 0)
+    except KeyboardInterrupt:
+        print("zoo: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, NotADirectoryError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"zoo {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,498 @@
+"""The on-disk format of zoo members and zoos.
+
+This module is the single owner of names, paths and file formats; every other part of `zoo`
+reads and writes members through it. It imports nothing else of `zoo`.
+
+A member::
+
+    <member>/
+      config.json          # MEMBER_FORMAT: factors, recipe, lineage, planned epochs and checkpoints
+      result.json          # JSON lines, one per evaluated epoch (epoch 0 = the initialised model)
+      error.json           # only while the member's last run failed
+      checkpoint_000000/   # stock `save_pretrained` folders: config.json, model.safetensors, processor files
+      checkpoint_000002/
+
+A zoo::
+
+    <zoo>/zoo.json                                            # the spec it was generated from, and its hash
+    <zoo>/<modality>/pretraining/<member>/
+    <zoo>/<modality>/finetuning/<pretrained member>/<member>/
+    <zoo>/.trainer_state/...                                  # resumable Trainer state, never published
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import struct
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MEMBER_FORMAT = "transformer-zoo/member/v1"
+ZOO_FORMAT = "transformer-zoo/zoo/v1"
+MEMBER_CONFIG = "config.json"
+RESULTS = "result.json"
+FAILURE = "error.json"
+ZOO_FILE = "zoo.json"
+WEIGHTS = "model.safetensors"
+TRAINER_STATE_DIR = ".trainer_state"
+MODALITIES = ("vision", "language")
+STAGES = ("pretraining", "finetuning")
+STATES = ("complete", "incomplete", "failed", "pending")
+
+_CHECKPOINT_RE = re.compile(r"^checkpoint_(\d{6})$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9.+-]+")
+
+
+class LayoutError(ValueError):
+    """A path or file that does not follow the zoo layout."""
+
+
+# ---------------------------------------------------------------- names
+
+
+def checkpoint_name(epoch: int) -> str:
+    return f"checkpoint_{int(epoch):06d}"
+
+
+def checkpoint_epoch(name: str) -> int | None:
+    match = _CHECKPOINT_RE.match(name)
+    return int(match.group(1)) if match else None
+
+
+def format_value(value: Any) -> str:
+    """A short, stable, filesystem-safe rendering of one factor value (0.0001 -> '0.0001', 3e-05 -> '3e-05')."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        text = repr(value)
+        if text.endswith(".0"):
+            text = text[:-2]
+        return text
+    return _UNSAFE.sub("-", str(value)).strip("-") or "none"
+
+
+def member_name(prefix: str, factors: dict[str, Any]) -> str:
+    """`sl_vit_tiny` + {seed: 42, lr: 0.001} -> `sl_vit_tiny_seed_42_lr_0.001`, in the order given."""
+    parts = [_UNSAFE.sub("-", prefix).strip("-")]
+    for key, value in factors.items():
+        parts += [_UNSAFE.sub("-", str(key)), format_value(value)]
+    return "_".join(parts)
+
+
+def planned_checkpoints(epochs: int, every: int) -> list[int]:
+    """Epochs that get a checkpoint: 0, every `every` epochs, and always the last."""
+    if epochs < 0 or every < 1:
+        raise LayoutError(f"epochs must be >= 0 and checkpoint_every >= 1, got {epochs} and {every}")
+    return sorted({0, epochs, *range(every, epochs + 1, every)})
+
+
+def zoo_member_dir(zoo: str | Path, modality: str, stage: str, name: str, parent: str | None = None) -> Path:
+    if modality not in MODALITIES:
+        raise LayoutError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    if stage not in STAGES:
+        raise LayoutError(f"stage must be one of {STAGES}, got {stage!r}")
+    base = Path(zoo) / modality / stage
+    if stage == "finetuning":
+        if not parent:
+            raise LayoutError(f"finetuned member {name!r} needs its parent's name")
+        base = base / parent
+    return base / name
+
+
+def trainer_state_dir(root: str | Path, member_dir: str | Path) -> Path:
+    """Where the Trainer's own resumable state of a member lives: outside the member folder."""
+    root, member_dir = Path(root).resolve(), Path(member_dir).resolve()
+    try:
+        rel = member_dir.relative_to(root)
+    except ValueError:
+        rel = Path(member_dir.name)
+    return root / TRAINER_STATE_DIR / rel
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_json(obj: Any, indent: int | None = 2) -> str:
+    return json.dumps(obj, indent=indent, sort_keys=False, default=_json_default, allow_nan=True)
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "value"):  # enums
+        return obj.value
+    return str(obj)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, to_json(obj) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LayoutError(f"{path}: not found") from None
+    except json.JSONDecodeError as err:
+        raise LayoutError(f"{path}: not valid JSON ({err})") from None
+
+
+@contextmanager
+def atomic_dir(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `final`; on success it replaces `final` in one rename."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp_{final.name}.", dir=final.parent))
+    try:
+        yield tmp
+        for item in tmp.iterdir():
+            if item.is_file():
+                with open(item, "rb") as handle:
+                    os.fsync(handle.fileno())
+        if final.exists():
+            trash = final.parent / f".old_{final.name}.{os.getpid()}"
+            os.replace(final, trash)
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(final.parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def clean_temporaries(folder: str | Path) -> None:
+    """Remove the leftovers of interrupted atomic writes in `folder`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for item in folder.iterdir():
+        if item.name.startswith((".tmp_", ".old_")) or (item.name.startswith(".") and item.name.endswith(".tmp")):
+            if item.is_dir():
+                shutil.rmtree(item, ignore_errors=True)
+            else:
+                item.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- members
+
+
+def write_member_config(member_dir: str | Path, config: dict[str, Any]) -> None:
+    config = {"format": MEMBER_FORMAT, **config}
+    for key in ("name", "modality", "stage", "epochs", "checkpoints"):
+        if key not in config:
+            raise LayoutError(f"member config misses key {key!r}")
+    atomic_write_json(Path(member_dir) / MEMBER_CONFIG, config)
+
+
+def read_member_config(member_dir: str | Path) -> dict[str, Any]:
+    path = Path(member_dir) / MEMBER_CONFIG
+    config = read_json(path)
+    if not isinstance(config, dict) or config.get("format") != MEMBER_FORMAT:
+        raise LayoutError(f"{path}: not a zoo member config (no format {MEMBER_FORMAT!r})")
+    return config
+
+
+def is_member_dir(path: str | Path) -> bool:
+    try:
+        read_member_config(path)
+        return True
+    except LayoutError:
+        return False
+
+
+def write_checkpoint(member_dir: str | Path, epoch: int, save: Callable[[Path], None]) -> Path:
+    """Call `save(tmp_folder)` and rename the folder to `checkpoint_<epoch>` once it is complete."""
+    final = Path(member_dir) / checkpoint_name(epoch)
+    with atomic_dir(final) as tmp:
+        save(tmp)
+        if not (tmp / WEIGHTS).is_file():
+            raise LayoutError(f"checkpoint for epoch {epoch} wrote no {WEIGHTS}")
+    return final
+
+
+def read_results(member_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(member_dir) / RESULTS
+    if not path.is_file():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise LayoutError(f"{path}:{number}: not valid JSON ({err})") from None
+    return rows
+
+
+def append_result(member_dir: str | Path, record: dict[str, Any]) -> None:
+    """Add one epoch's line to result.json, replacing an earlier line of the same epoch (a resumed epoch)."""
+    if "epoch" not in record:
+        raise LayoutError("a result line needs an 'epoch'")
+    rows = [row for row in read_results(member_dir) if row.get("epoch") != record["epoch"]]
+    rows.append(record)
+    rows.sort(key=lambda row: row["epoch"])
+    atomic_write_text(Path(member_dir) / RESULTS, "".join(to_json(row, indent=None) + "\n" for row in rows))
+
+
+def record_failure(member_dir: str | Path, error: str, **extra: Any) -> None:
+    atomic_write_json(Path(member_dir) / FAILURE, {"error": error, **extra})
+
+
+def clear_failure(member_dir: str | Path) -> None:
+    (Path(member_dir) / FAILURE).unlink(missing_ok=True)
+
+
+def read_failure(member_dir: str | Path) -> str | None:
+    path = Path(member_dir) / FAILURE
+    if not path.is_file():
+        return None
+    try:
+        return str(json.loads(path.read_text()).get("error", "unknown error"))
+    except (json.JSONDecodeError, AttributeError):
+        return "unreadable error.json"
+
+
+def list_checkpoints(member_dir: str | Path) -> list[int]:
+    member_dir = Path(member_dir)
+    if not member_dir.is_dir():
+        return []
+    epochs = [checkpoint_epoch(item.name) for item in member_dir.iterdir() if item.is_dir()]
+    return sorted(epoch for epoch in epochs if epoch is not None)
+
+
+def read_safetensors_header(path: str | Path) -> dict[str, Any]:
+    """Parse and check a safetensors file's header without loading any tensor."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        raw = handle.read(8)
+        if len(raw) != 8:
+            raise LayoutError(f"{path}: truncated safetensors file")
+        (header_len,) = struct.unpack("<Q", raw)
+        if header_len > size - 8:
+            raise LayoutError(f"{path}: truncated safetensors header")
+        try:
+            header = json.loads(handle.read(header_len))
+        except json.JSONDecodeError:
+            raise LayoutError(f"{path}: corrupt safetensors header") from None
+    end = max((info["data_offsets"][1] for key, info in header.items() if key != "__metadata__"), default=0)
+    if 8 + header_len + end != size:
+        raise LayoutError(f"{path}: size {size} does not match its header ({8 + header_len + end})")
+    return header
+
+
+def verify_checkpoint(checkpoint_dir: str | Path) -> str | None:
+    """None when the checkpoint folder is whole, else the reason it is not."""
+    checkpoint_dir = Path(checkpoint_dir)
+    if not checkpoint_dir.is_dir():
+        return f"{checkpoint_dir}: missing"
+    try:
+        config = read_json(checkpoint_dir / "config.json")
+        if "model_type" not in config:
+            return f"{checkpoint_dir / 'config.json'}: no model_type"
+        read_safetensors_header(checkpoint_dir / WEIGHTS)
+    except (LayoutError, OSError) as err:
+        return str(err)
+    return None
+
+
+@dataclass
+class MemberInfo:
+    """A member as found on disk."""
+
+    path: Path
+    config: dict[str, Any]
+    results: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[int] = field(default_factory=list)
+    error: str | None = None
+    relpath: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.config["name"]
+
+    @property
+    def modality(self) -> str:
+        return self.config["modality"]
+
+    @property
+    def stage(self) -> str:
+        return self.config["stage"]
+
+    @property
+    def parent(self) -> dict[str, Any] | None:
+        return self.config.get("parent")
+
+    @property
+    def factors(self) -> dict[str, Any]:
+        return self.config.get("factors", {})
+
+    @property
+    def planned_epochs(self) -> int:
+        return int(self.config["epochs"])
+
+    @property
+    def planned_checkpoints(self) -> list[int]:
+        return [int(epoch) for epoch in self.config["checkpoints"]]
+
+    @property
+    def epochs_done(self) -> int:
+        return max((int(row["epoch"]) for row in self.results), default=-1) + 1 if self.results else 0
+
+    @property
+    def last_result(self) -> dict[str, Any] | None:
+        return self.results[-1] if self.results else None
+
+    def checkpoint_dir(self, epoch: int | str = "last") -> Path:
+        if epoch == "last":
+            if not self.checkpoints:
+                raise LayoutError(f"{self.path}: has no checkpoint")
+            epoch = self.checkpoints[-1]
+        return self.path / checkpoint_name(int(epoch))
+
+    @property
+    def state(self) -> str:
+        if self.is_complete():
+            return "complete"
+        if self.error:
+            return "failed"
+        return "incomplete" if (self.results or self.checkpoints) else "pending"
+
+    def missing(self) -> list[str]:
+        """What a complete member has and this one lacks (empty when complete)."""
+        problems = []
+        epochs_with_results = {int(row["epoch"]) for row in self.results}
+        for epoch in self.planned_checkpoints:
+            reason = verify_checkpoint(self.path / checkpoint_name(epoch))
+            if reason:
+                problems.append(reason)
+        for epoch in range(self.planned_epochs + 1):
+            if epoch not in epochs_with_results:
+                problems.append(f"{self.path / RESULTS}: no line for epoch {epoch}")
+        for row in self.results:
+            for key, value in row.items():
+                if isinstance(value, float) and math.isnan(value) and key.endswith("loss"):
+                    problems.append(f"{self.path / RESULTS}: {key} is NaN at epoch {row['epoch']}")
+        return problems
+
+    def is_complete(self) -> bool:
+        return not self.missing()
+
+
+def load_member(member_dir: str | Path, root: str | Path | None = None) -> MemberInfo:
+    member_dir = Path(member_dir)
+    info = MemberInfo(
+        path=member_dir,
+        config=read_member_config(member_dir),
+        results=read_results(member_dir),
+        checkpoints=list_checkpoints(member_dir),
+        error=read_failure(member_dir),
+    )
+    if root is not None:
+        info.relpath = member_dir.resolve().relative_to(Path(root).resolve()).as_posix()
+    else:
+        info.relpath = member_dir.name
+    return info
+
+
+def scan_members(root: str | Path) -> list[MemberInfo]:
+    """Every member under `root` (a zoo, or any folder of members), sorted by path; hidden folders skipped."""
+    root = Path(root)
+    found: list[MemberInfo] = []
+
+    def walk(folder: Path) -> None:
+        if is_member_dir(folder):
+            found.append(load_member(folder, root))
+        for child in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if child.is_dir() and not child.name.startswith(".") and checkpoint_epoch(child.name) is None:
+                walk(child)
+
+    if not root.is_dir():
+        raise LayoutError(f"{root}: not a folder")
+    walk(root)
+    return found
+
+
+def find_member(root: str | Path, name: str) -> MemberInfo:
+    """The member called `name` under `root` (or at the path `name`)."""
+    if is_member_dir(name):
+        return load_member(name)
+    matches = [member for member in scan_members(root) if member.name == name or member.relpath == name]
+    if not matches:
+        raise LayoutError(f"no member named {name!r} under {root}")
+    if len(matches) > 1:
+        raise LayoutError(f"{len(matches)} members named {name!r} under {root}; give its path: "
+                          + ", ".join(m.relpath for m in matches))
+    return matches[0]
+
+
+def children_of(root: str | Path, parent: str) -> list[MemberInfo]:
+    """The finetuned members whose parent member is `parent` (a name or a zoo-relative path)."""
+    return [
+        member for member in scan_members(root)
+        if member.parent and parent in (member.parent.get("member"), member.parent.get("path"))
+    ]
+
+
+# ---------------------------------------------------------------- zoos
+
+
+def write_zoo_file(zoo: str | Path, spec: dict[str, Any], spec_hash: str, **extra: Any) -> None:
+    atomic_write_json(Path(zoo) / ZOO_FILE, {"format": ZOO_FORMAT, "spec_hash": spec_hash, "spec": spec, **extra})
+
+
+def read_zoo_file(zoo: str | Path) -> dict[str, Any] | None:
+    path = Path(zoo) / ZOO_FILE
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    if data.get("format") != ZOO_FORMAT:
+        raise LayoutError(f"{path}: not a zoo file (no format {ZOO_FORMAT!r})")
+    return data
