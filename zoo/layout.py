@@ -49,6 +49,7 @@ STATES = ("complete", "incomplete", "failed", "pending")
 
 _CHECKPOINT_RE = re.compile(r"^checkpoint_(\d{6})$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9.+-]+")
+_UNSAFE_PREFIX = re.compile(r"[^A-Za-z0-9_.+-]+")
 
 
 class LayoutError(ValueError):
@@ -81,7 +82,7 @@ def format_value(value: Any) -> str:
 
 def member_name(prefix: str, factors: dict[str, Any]) -> str:
     """`sl_vit_tiny` + {seed: 42, lr: 0.001} -> `sl_vit_tiny_seed_42_lr_0.001`, in the order given."""
-    parts = [_UNSAFE.sub("-", prefix).strip("-")]
+    parts = [_UNSAFE_PREFIX.sub("-", prefix).strip("-")]
     for key, value in factors.items():
         parts += [_UNSAFE.sub("-", str(key)), format_value(value)]
     return "_".join(parts)

@@ -1,0 +1,307 @@
+"""Turn a data source (an embedded package, a Hub name, a local folder or a dump) into `datasets` splits.
+
+Every task gets `train`, `validation` and `test` splits, fixed by `split_seed` so that a whole zoo shares them:
+- images: `pixel_values` uint8 (C, H, W) at the model's size, `labels`; scaling and normalisation happen on the
+  device in the trainer, where augmentation runs on whole batches;
+- language modelling: packed blocks of `input_ids` (and `labels`, the same ids);
+- text classification: `input_ids`, `attention_mask`, `labels`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, load_dataset, load_from_disk
+
+from zoo.data import embedded
+
+DUMP_INFO = "zoo_data.json"
+_IMAGE_COLUMNS = ("image", "img", "pixel_values")
+_TEXT_COLUMNS = ("text", "sentence", "content", "review")
+_LABEL_COLUMNS = ("label", "labels", "fine_label", "coarse_label", "category")
+
+
+class DataError(ValueError):
+    """A data source, split or column that does not exist."""
+
+
+@dataclass
+class TaskData:
+    splits: DatasetDict
+    label_names: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+# ---------------------------------------------------------------- sources and splits
+
+
+def _load_source(data_args, default: str) -> tuple[str, DatasetDict | None]:
+    source = data_args.dataset or default
+    if source.startswith("embedded:"):
+        name = source.split(":", 1)[1]
+        if name not in embedded.EMBEDDED:
+            raise DataError(f"dataset {source!r}: unknown embedded set (choose from {', '.join(embedded.EMBEDDED)})")
+        return source, None
+    path = Path(source)
+    try:
+        if path.is_dir() and (path / "dataset_dict.json").is_file():
+            loaded = load_from_disk(str(path))
+        elif path.is_dir() and (path / "dataset_info.json").is_file() and (path / "state.json").is_file():
+            loaded = DatasetDict({data_args.train_split: load_from_disk(str(path))})
+        else:
+            loaded = load_dataset(source, data_args.dataset_config)
+    except FileNotFoundError as err:
+        raise DataError(f"dataset {source!r}: not found ({str(err).splitlines()[0]})") from None
+    except Exception as err:  # noqa: BLE001 - the Hub raises many kinds; report one line
+        raise DataError(f"dataset {source!r}: cannot be loaded ({type(err).__name__}: {str(err).splitlines()[0]})") \
+            from None
+    if not isinstance(loaded, DatasetDict):
+        loaded = DatasetDict({data_args.train_split: loaded})
+    return source, loaded
+
+
+def make_splits(data: DatasetDict, data_args) -> DatasetDict:
+    """train / validation / test: the source's own splits when named or present, else carved from train by seed."""
+    if data_args.train_split not in data:
+        raise DataError(f"train_split {data_args.train_split!r} not in the data set (has: {', '.join(data)})")
+    train = data[data_args.train_split]
+    test_name = data_args.test_split or ("test" if "test" in data and data_args.train_split != "test" else None)
+    if test_name is not None and test_name not in data:
+        raise DataError(f"test_split {test_name!r} not in the data set (has: {', '.join(data)})")
+    if test_name is None:
+        parts = train.train_test_split(test_size=data_args.test_fraction, seed=data_args.split_seed)
+        train, test = parts["train"], parts["test"]
+    else:
+        test = data[test_name]
+    if data_args.validation_split:
+        if data_args.validation_split not in data:
+            raise DataError(f"validation_split {data_args.validation_split!r} not in the data set")
+        validation = data[data_args.validation_split]
+    else:
+        parts = train.train_test_split(test_size=data_args.validation_fraction, seed=data_args.split_seed + 1)
+        train, validation = parts["train"], parts["test"]
+    train = train.shuffle(seed=data_args.split_seed)
+    if data_args.max_train_samples:
+        train = train.select(range(min(data_args.max_train_samples, len(train))))
+    if data_args.max_eval_samples:
+        validation = validation.select(range(min(data_args.max_eval_samples, len(validation))))
+        test = test.select(range(min(data_args.max_eval_samples, len(test))))
+    return DatasetDict(train=train, validation=validation, test=test)
+
+
+def _pick_column(dataset: Dataset, wanted: str | None, candidates: tuple[str, ...], what: str) -> str:
+    columns = dataset.column_names
+    if wanted:
+        if wanted not in columns:
+            raise DataError(f"{what}_column {wanted!r} not in the data set (columns: {', '.join(columns)})")
+        return wanted
+    for name in candidates:
+        if name in columns:
+            return name
+    raise DataError(f"no {what} column found among {', '.join(columns)}; set --{what}_column")
+
+
+def _label_names(dataset: Dataset, column: str) -> list[str]:
+    feature = dataset.features[column]
+    if isinstance(feature, ClassLabel):
+        return list(feature.names)
+    values = sorted(set(dataset[column]))
+    return [str(value) for value in values]
+
+
+def split_info(source: str, splits: DatasetDict, data_args, **extra: Any) -> dict[str, Any]:
+    """What a member's config.json records about its data: enough to rebuild the same held-out splits."""
+    info = {
+        "source": source,
+        "dataset_config": data_args.dataset_config,
+        "split_seed": data_args.split_seed,
+        "test_fraction": data_args.test_fraction,
+        "validation_fraction": data_args.validation_fraction,
+        "splits": {name: len(split) for name, split in splits.items()},
+    }
+    digest = hashlib.sha256()
+    for name in ("validation", "test"):
+        if "labels" in splits[name].column_names:
+            digest.update(np.asarray(splits[name]["labels"], dtype=np.int64).tobytes())
+    info["heldout_labels_sha256"] = digest.hexdigest()[:16]
+    info.update(extra)
+    return info
+
+
+def load_dump(path: str | Path) -> TaskData:
+    path = Path(path)
+    if not (path / DUMP_INFO).is_file():
+        raise DataError(f"dataset_dump {path}: not a dump written by recipes/prepare_data.py (no {DUMP_INFO})")
+    meta = json.loads((path / DUMP_INFO).read_text())
+    splits = load_from_disk(str(path))
+    splits.set_format("torch")
+    return TaskData(splits, meta.get("label_names", []), meta.get("info", {}))
+
+
+def save_dump(task: TaskData, path: str | Path) -> None:
+    from zoo.layout import atomic_dir, atomic_write_json
+
+    with atomic_dir(path) as tmp:
+        task.splits.save_to_disk(str(tmp))
+        atomic_write_json(tmp / DUMP_INFO, {"label_names": task.label_names, "info": task.info})
+
+
+# ---------------------------------------------------------------- images
+
+
+def resize_uint8(images: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """(N, H, W) or (N, C, H, W) uint8 -> (N, channels, size, size) uint8, bilinear."""
+    import torch
+    import torch.nn.functional as F
+
+    batch = torch.from_numpy(images)
+    if batch.ndim == 3:
+        batch = batch[:, None]
+    out = []
+    for chunk in batch.split(1024):
+        chunk = chunk.float()
+        if chunk.shape[-1] != size or chunk.shape[-2] != size:
+            chunk = F.interpolate(chunk, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        if chunk.shape[1] != channels:
+            chunk = chunk.mean(1, keepdim=True).expand(-1, channels, -1, -1)
+        out.append(chunk.round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out).numpy()
+
+
+class PilToPixels:
+    """`with_transform` function for Hub image data sets: PIL images -> uint8 (C, size, size) tensors."""
+
+    def __init__(self, image_column: str, label_column: str, size: int, channels: int):
+        self.image_column, self.label_column, self.size, self.channels = image_column, label_column, size, channels
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, Any]:
+        import torch
+        from PIL import Image
+
+        mode = "RGB" if self.channels == 3 else "L"
+        pixels = []
+        for image in batch[self.image_column]:
+            image = image.convert(mode).resize((self.size, self.size), Image.Resampling.BICUBIC)
+            array = np.asarray(image, dtype=np.uint8)
+            pixels.append(torch.from_numpy(array.reshape(self.size, self.size, -1).transpose(2, 0, 1).copy()))
+        return {"pixel_values": torch.stack(pixels), "labels": torch.as_tensor(batch[self.label_column])}
+
+
+def load_images(data_args, image_size: int, channels: int = 3, default: str = "embedded:mnist5k") -> TaskData:
+    """Image classification data at `image_size`, as uint8 (C, H, W) `pixel_values` and `labels`."""
+    if data_args.dataset_dump:
+        return load_dump(data_args.dataset_dump)
+    source, loaded = _load_source(data_args, default)
+    if loaded is None:
+        images, labels, names = getattr(embedded, source.split(":", 1)[1])()
+        if images.ndim != 3:
+            raise DataError(f"dataset {source!r} holds no images")
+        pixels = resize_uint8(images, image_size, channels)
+        loaded = DatasetDict({"train": Dataset.from_dict({"pixel_values": pixels, "labels": labels})})
+        splits = make_splits(loaded, data_args)
+        splits.set_format("torch")
+        return TaskData(splits, names, split_info(source, splits, data_args, image_size=image_size))
+    first = loaded[data_args.train_split] if data_args.train_split in loaded else next(iter(loaded.values()))
+    image_column = _pick_column(first, data_args.image_column, _IMAGE_COLUMNS, "image")
+    label_column = _pick_column(first, data_args.label_column, _LABEL_COLUMNS, "label")
+    names = _label_names(first, label_column)
+    loaded = DatasetDict({
+        name: split.select_columns([image_column, label_column]).rename_column(label_column, "labels")
+        for name, split in loaded.items()
+    })
+    splits = make_splits(loaded, data_args)
+    splits.set_transform(PilToPixels(image_column, "labels", image_size, channels))
+    return TaskData(splits, names, split_info(source, splits, data_args, image_size=image_size))
+
+
+# ---------------------------------------------------------------- text
+
+
+def load_texts(data_args, default: str) -> tuple[str, DatasetDict, list[str]]:
+    """Text splits with `text` and `labels` columns, before tokenisation."""
+    source, loaded = _load_source(data_args, default)
+    if loaded is None:
+        texts, labels, names = getattr(embedded, source.split(":", 1)[1])()
+        if not isinstance(texts, list):
+            raise DataError(f"dataset {source!r} holds no text")
+        loaded = DatasetDict({"train": Dataset.from_dict({"text": texts, "labels": labels})})
+        return source, make_splits(loaded, data_args), names
+    first = loaded[data_args.train_split] if data_args.train_split in loaded else next(iter(loaded.values()))
+    text_column = _pick_column(first, data_args.text_column, _TEXT_COLUMNS, "text")
+    columns = {text_column: "text"}
+    names: list[str] = []
+    try:
+        label_column = _pick_column(first, data_args.label_column, _LABEL_COLUMNS, "label")
+        columns[label_column] = "labels"
+        names = _label_names(first, label_column)
+    except DataError:
+        if data_args.label_column:
+            raise
+    renamed = DatasetDict()
+    for name, split in loaded.items():
+        split = split.select_columns(list(columns))
+        for old, new in columns.items():
+            if old != new:
+                split = split.rename_column(old, new)
+        renamed[name] = split
+    return source, make_splits(renamed, data_args), names
+
+
+def load_lm_blocks(data_args, tokenizer, default: str = "embedded:bbcnews") -> TaskData:
+    """Causal LM data: every split tokenised, joined with EOS and cut into `block_size` blocks."""
+    if data_args.dataset_dump:
+        return load_dump(data_args.dataset_dump)
+    source, splits, _ = load_texts(data_args, default)
+    block = data_args.block_size
+    eos = tokenizer.eos_token_id
+
+    def pack(batch: dict[str, list]) -> dict[str, list]:
+        ids: list[int] = []
+        for encoded in tokenizer(batch["text"], add_special_tokens=False)["input_ids"]:
+            ids.extend(encoded + [eos])
+        usable = (len(ids) // block) * block
+        blocks = [ids[i : i + block] for i in range(0, usable, block)]
+        return {"input_ids": blocks, "labels": [list(b) for b in blocks]}
+
+    packed = DatasetDict({
+        name: split.map(pack, batched=True, batch_size=256, remove_columns=split.column_names,
+                        num_proc=data_args.preprocessing_num_workers, desc=f"packing {name}")
+        for name, split in splits.items()
+    })
+    for name, split in packed.items():
+        if len(split) == 0:
+            raise DataError(f"split {name!r} has fewer than block_size={block} tokens")
+    packed.set_format("torch")
+    return TaskData(packed, [], split_info(source, packed, data_args, block_size=block))
+
+
+def load_text_classification(data_args, tokenizer, default: str = "embedded:rotten_tomatoes") -> TaskData:
+    if data_args.dataset_dump:
+        return load_dump(data_args.dataset_dump)
+    source, splits, names = load_texts(data_args, default)
+    if "labels" not in splits["train"].column_names:
+        raise DataError(f"dataset {source!r} has no label column; set --label_column")
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        return tokenizer(batch["text"], truncation=True, max_length=data_args.max_length)
+
+    encoded = DatasetDict({
+        name: split.map(encode, batched=True, remove_columns=["text"], num_proc=data_args.preprocessing_num_workers,
+                        desc=f"tokenising {name}")
+        for name, split in splits.items()
+    })
+    for name, split in encoded.items():
+        labels = np.asarray(split["labels"])
+        if labels.size and (labels.min() < 0 or labels.max() >= max(len(names), 1)):
+            raise DataError(f"split {name!r} has labels outside 0..{len(names) - 1} (unlabelled test split? "
+                            "set --test_split)")
+    return TaskData(encoded, names, split_info(source, encoded, data_args, max_length=data_args.max_length))

@@ -1,0 +1,233 @@
+"""Stock Hugging Face models for zoo members, their initialisation schemes and heads.
+
+Every saved checkpoint is a stock class (`ViTForImageClassification`, `ViTModel`, `GPT2LMHeadModel`,
+`GPT2ForSequenceClassification`), so `AutoModel.from_pretrained` loads it with no code from this project.
+An MLP head is stored beside the stock weights (`classifier.0.*`, `classifier.2.*`) and described in the model
+config's `zoo_head`; `load_member_model` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import (
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+    ViTConfig,
+    ViTForImageClassification,
+    ViTModel,
+)
+from transformers.models.vit.modeling_vit import ViTPreTrainedModel
+
+INIT_SCHEMES = ("default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "normal")
+HEADS = ("linear", "mlp")
+
+
+class CheckpointError(ValueError):
+    """A path that is not a checkpoint, or a checkpoint of the wrong architecture."""
+
+
+def apply_init(model: nn.Module, scheme: str, std: float = 0.02) -> None:
+    """Re-initialise every linear (and patch-embedding conv) weight with `scheme`; biases become zero."""
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"init {scheme!r} is not one of {', '.join(INIT_SCHEMES)}")
+    if scheme == "default":
+        return
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            weight = module.weight
+            if scheme == "kaiming_normal":
+                nn.init.kaiming_normal_(weight, nonlinearity="relu")
+            elif scheme == "kaiming_uniform":
+                nn.init.kaiming_uniform_(weight, nonlinearity="relu")
+            elif scheme == "xavier_normal":
+                nn.init.xavier_normal_(weight)
+            elif scheme == "xavier_uniform":
+                nn.init.xavier_uniform_(weight)
+            else:
+                nn.init.normal_(weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+# ---------------------------------------------------------------- ViT
+
+
+def vit_config(model_args, num_labels: int = 0, label_names: list[str] | None = None) -> ViTConfig:
+    if model_args.image_size % model_args.patch_size:
+        raise ValueError(f"image_size {model_args.image_size} is not a multiple of patch_size {model_args.patch_size}")
+    if model_args.hidden_size % model_args.num_attention_heads:
+        raise ValueError(f"hidden_size {model_args.hidden_size} is not a multiple of num_attention_heads "
+                         f"{model_args.num_attention_heads}")
+    config = ViTConfig(
+        image_size=model_args.image_size,
+        patch_size=model_args.patch_size,
+        num_channels=model_args.num_channels,
+        hidden_size=model_args.hidden_size,
+        num_hidden_layers=model_args.num_hidden_layers,
+        num_attention_heads=model_args.num_attention_heads,
+        intermediate_size=model_args.intermediate_size,
+        hidden_dropout_prob=model_args.hidden_dropout,
+        attention_probs_dropout_prob=model_args.attention_dropout,
+        initializer_range=model_args.init_std,
+    )
+    config._attn_implementation = model_args.attn_implementation
+    if num_labels:
+        names = label_names or [str(i) for i in range(num_labels)]
+        config.num_labels = num_labels
+        config.id2label = dict(enumerate(names))
+        config.label2id = {name: i for i, name in enumerate(names)}
+    return config
+
+
+class ViTForSimCLR(ViTPreTrainedModel):
+    """A ViT backbone and a SimCLR projection head; only the backbone (`.vit`) is saved into a member."""
+
+    def __init__(self, config: ViTConfig, projection_dim: int = 64):
+        super().__init__(config)
+        self.vit = ViTModel(config, add_pooling_layer=False)
+        hidden = config.hidden_size
+        self.projector = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, projection_dim))
+        self.post_init()
+
+    def forward(self, pixel_values: torch.Tensor, **_: Any) -> torch.Tensor:
+        cls = self.vit(pixel_values=pixel_values).last_hidden_state[:, 0]
+        return self.projector(cls)
+
+
+def build_vit(model_args, mode: str, num_labels: int, label_names: list[str], projection_dim: int = 64) -> nn.Module:
+    if mode == "supervised":
+        model = ViTForImageClassification(vit_config(model_args, num_labels, label_names))
+    elif mode == "contrastive":
+        model = ViTForSimCLR(vit_config(model_args), projection_dim)
+    else:
+        raise ValueError(f"mode {mode!r} is not one of supervised, contrastive")
+    apply_init(model, model_args.init, model_args.init_std)
+    return model
+
+
+def make_head(kind: str, in_features: int, num_labels: int, hidden: int) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(in_features, num_labels)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(in_features, hidden), nn.GELU(), nn.Linear(hidden, num_labels))
+    raise ValueError(f"head {kind!r} is not one of {', '.join(HEADS)}")
+
+
+def read_checkpoint_config(path: str | Path, expected: tuple[str, ...], recipe: str) -> dict[str, Any]:
+    """The model config of a checkpoint folder, checked to be one of the `expected` model types."""
+    path = Path(path)
+    config_file = path / "config.json"
+    if not path.is_dir() or not config_file.is_file() or not (path / "model.safetensors").is_file():
+        raise CheckpointError(f"--pretrained {path}: not a checkpoint folder (needs config.json and "
+                              "model.safetensors, e.g. <member>/checkpoint_000004)")
+    config = json.loads(config_file.read_text())
+    if config.get("format", "").startswith("transformer-zoo/member"):
+        raise CheckpointError(f"--pretrained {path}: a member folder, not a checkpoint; pick one of its "
+                              "checkpoint_* folders")
+    if config.get("model_type") not in expected:
+        raise CheckpointError(f"--pretrained {path}: a {config.get('model_type')!r} checkpoint, but {recipe} "
+                              f"needs {' or '.join(expected)}")
+    return config
+
+
+def vit_for_finetuning(pretrained: str | Path, num_labels: int, label_names: list[str], head: str,
+                       head_hidden: int, freeze_encoder: bool) -> ViTForImageClassification:
+    read_checkpoint_config(pretrained, ("vit",), "finetune_vit.py")
+    backbone = ViTModel.from_pretrained(str(pretrained), add_pooling_layer=False)
+    config = backbone.config
+    config.num_labels = num_labels
+    config.id2label = dict(enumerate(label_names))
+    config.label2id = {name: i for i, name in enumerate(label_names)}
+    config.architectures = ["ViTForImageClassification"]
+    model = ViTForImageClassification(config)
+    model.vit.load_state_dict(backbone.state_dict())
+    model.classifier = make_head(head, config.hidden_size, num_labels, head_hidden)
+    config.zoo_head = {"type": head, "hidden_size": head_hidden if head == "mlp" else None}
+    if freeze_encoder:
+        for parameter in model.vit.parameters():
+            parameter.requires_grad_(False)
+    return model
+
+
+# ---------------------------------------------------------------- GPT-2
+
+
+def build_gpt2(model_args, tokenizer, n_positions: int) -> GPT2LMHeadModel:
+    if model_args.hidden_size % model_args.num_attention_heads:
+        raise ValueError(f"hidden_size {model_args.hidden_size} is not a multiple of num_attention_heads "
+                         f"{model_args.num_attention_heads}")
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=n_positions,
+        n_embd=model_args.hidden_size,
+        n_layer=model_args.num_hidden_layers,
+        n_head=model_args.num_attention_heads,
+        n_inner=model_args.intermediate_size,
+        resid_pdrop=model_args.hidden_dropout,
+        embd_pdrop=model_args.hidden_dropout,
+        attn_pdrop=model_args.attention_dropout,
+        initializer_range=model_args.init_std,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config._attn_implementation = model_args.attn_implementation
+    model = GPT2LMHeadModel(config)
+    apply_init(model, model_args.init, model_args.init_std)
+    return model
+
+
+def gpt2_for_classification(pretrained: str | Path, num_labels: int, label_names: list[str], tokenizer,
+                            freeze_encoder: bool, attn_implementation: str = "sdpa") -> GPT2ForSequenceClassification:
+    read_checkpoint_config(pretrained, ("gpt2",), "finetune_lm.py")
+    model = GPT2ForSequenceClassification.from_pretrained(
+        str(pretrained), num_labels=num_labels, id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)}, pad_token_id=tokenizer.pad_token_id,
+        attn_implementation=attn_implementation,
+    )
+    model.config.zoo_head = {"type": "linear", "hidden_size": None}
+    if freeze_encoder:
+        for parameter in model.transformer.parameters():
+            parameter.requires_grad_(False)
+    return model
+
+
+# ---------------------------------------------------------------- saving and loading members
+
+
+def stock_model(model: nn.Module) -> PreTrainedModel:
+    """The part of a training model that a member checkpoint stores (the backbone of a SimCLR model)."""
+    return model.vit if isinstance(model, ViTForSimCLR) else model
+
+
+def load_member_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> PreTrainedModel:
+    """Load a member checkpoint for evaluation, with its MLP head when it has one (no custom code needed)."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    checkpoint = Path(checkpoint)
+    config = AutoConfig.from_pretrained(str(checkpoint))
+    architecture = (config.architectures or [""])[0]
+    head = getattr(config, "zoo_head", None) or {}
+    if architecture == "ViTForImageClassification":
+        model = ViTForImageClassification(config)
+        model.classifier = make_head(head.get("type", "linear"), config.hidden_size, config.num_labels,
+                                     head.get("hidden_size") or 0)
+        state = load_file(str(checkpoint / "model.safetensors"))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or [key for key in missing if not key.startswith("vit.pooler")]:
+            raise CheckpointError(f"{checkpoint}: weights do not match {architecture} ({missing or unexpected})")
+    elif architecture == "GPT2ForSequenceClassification":
+        model = GPT2ForSequenceClassification.from_pretrained(str(checkpoint))
+    elif architecture == "GPT2LMHeadModel":
+        model = AutoModelForCausalLM.from_pretrained(str(checkpoint))
+    else:
+        model = AutoModel.from_pretrained(str(checkpoint))
+    return model.to(device).eval()

@@ -1,0 +1,352 @@
+"""One zoo member from a recipe config: data, model factory, objective, member plan and trainer.
+
+The four recipes (`vit-pretrain`, `vit-finetune`, `lm-pretrain`, `lm-finetune`) share this code; a recipe script
+only names its kind. `MemberRun` is also what a population search reuses for every trial: data are prepared once,
+then `for_params(trial)` gives each trial its own arguments, model, objective and member folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer, DataCollatorWithPadding, ViTImageProcessor, default_data_collator, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+from transformers.training_args import OptimizerNames
+
+from zoo import layout
+from zoo.arguments import ConfigError, as_dict, parse_recipe_args
+from zoo.data import DataError, TaskData, load_images, load_lm_blocks, load_text_classification
+from zoo.data.tokenizer import build_tokenizer
+from zoo.models import (
+    CheckpointError,
+    build_gpt2,
+    build_vit,
+    gpt2_for_classification,
+    read_checkpoint_config,
+    vit_for_finetuning,
+)
+from zoo.training import (
+    CausalLM,
+    Contrastive,
+    ImageClassification,
+    MemberWriter,
+    SequenceClassification,
+    ZooTrainer,
+    accuracy_metrics,
+)
+
+logger = logging.getLogger("zoo")
+
+KINDS = ("vit-pretrain", "vit-finetune", "lm-pretrain", "lm-finetune")
+MODALITY = {"vit-pretrain": "vision", "vit-finetune": "vision", "lm-pretrain": "language", "lm-finetune": "language"}
+STAGE = {"vit-pretrain": "pretraining", "vit-finetune": "finetuning", "lm-pretrain": "pretraining",
+         "lm-finetune": "finetuning"}
+# Short names of factors in member names: sl_vit_tiny_seed_42_lr_0.001_wd_0.0001_bs_128
+ALIASES = {"learning_rate": "lr", "weight_decay": "wd", "per_device_train_batch_size": "bs", "optimizer": "opt",
+           "num_train_epochs": "ep", "label_smoothing": "ls", "temperature": "temp", "head_hidden_size": "hh",
+           "freeze_encoder": "frozen", "hidden_dropout": "do", "mixup_alpha": "mixup", "cutmix_alpha": "cutmix",
+           "random_erasing": "re"}
+# Keys that say where things go, not what the member is: ignored when comparing configs for resuming.
+PLACE_KEYS = {"output_dir", "logging_dir", "run_name", "pretrained", "dataset_dump", "preprocessing_num_workers",
+              "dataloader_num_workers", "disable_tqdm", "report_to", "dataloader_persistent_workers"}
+# Defaults per kind, under the config file.
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "vit-pretrain": {},
+    "vit-finetune": {"name_factors": ["head", "optimizer", "learning_rate", "seed"]},
+    "lm-pretrain": {"name_factors": ["seed", "learning_rate", "weight_decay"]},
+    "lm-finetune": {"name_factors": ["optimizer", "learning_rate", "seed"]},
+}
+
+
+@dataclass
+class Arguments:
+    model: Any
+    data: Any
+    zoo: Any
+    training: Any
+
+    def flat(self) -> dict[str, Any]:
+        return as_dict(self.model, self.data, self.zoo, self.training)
+
+    def with_params(self, params: dict[str, Any]) -> Arguments:
+        """A copy with `params` (a trial's values) applied to whichever dataclass owns each key."""
+        out = Arguments(*(copy.deepcopy(part) for part in (self.model, self.data, self.zoo, self.training)))
+        for key, value in params.items():
+            for part in (out.model, out.data, out.zoo, out.training):
+                if any(f.name == key for f in dataclasses.fields(part)):
+                    setattr(part, key, value)
+                    break
+            else:
+                raise ConfigError(f"unknown config key {key!r}")
+        return out
+
+
+def _apply_optimizer(training, zoo) -> None:
+    if zoo.optimizer == "adamw":
+        fused = zoo.fused_optimizer and torch.cuda.is_available()
+        training.optim = OptimizerNames("adamw_torch_fused" if fused else "adamw_torch")
+        training.optim_args = None
+    elif zoo.optimizer == "sgd":
+        training.optim = OptimizerNames("sgd")
+        training.optim_args = f"momentum={zoo.momentum}"
+    else:
+        raise ConfigError(f"optimizer {zoo.optimizer!r} is not one of adamw, sgd")
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(layout.to_json(obj))
+
+
+class MemberRun:
+    """Everything needed to train members of one kind on one data set (and, when finetuning, one parent)."""
+
+    def __init__(self, kind: str, args: Arguments, raw_config: dict[str, Any] | None = None):
+        if kind not in KINDS:
+            raise ConfigError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
+        self.kind, self.args, self.raw_config = kind, args, dict(raw_config or {})
+        self.modality, self.stage = MODALITY[kind], STAGE[kind]
+        self.parent: dict[str, Any] | None = None
+        self._check(args)
+        self.root = Path(args.training.output_dir)
+        self.processing_class: Any = None
+        self.extras: list[Any] = []
+        self.collator = default_data_collator
+        self.data: TaskData = self._prepare_data()
+
+    # ------------------------------------------------ checks and data
+
+    def _check(self, args: Arguments) -> None:
+        zoo = args.zoo
+        if self.stage == "finetuning" and not zoo.pretrained:
+            raise ConfigError("--pretrained is required: a parent member's checkpoint folder")
+        if self.kind == "vit-pretrain" and zoo.mode not in ("supervised", "contrastive"):
+            raise ConfigError(f"mode {zoo.mode!r} is not one of supervised, contrastive")
+        if zoo.head not in ("linear", "mlp"):
+            raise ConfigError(f"head {zoo.head!r} is not one of linear, mlp")
+        if zoo.checkpoint_every < 1:
+            raise ConfigError(f"checkpoint_every must be >= 1, got {zoo.checkpoint_every}")
+        if args.training.num_train_epochs != int(args.training.num_train_epochs) or args.training.num_train_epochs < 1:
+            raise ConfigError(f"num_train_epochs must be a whole number >= 1, got {args.training.num_train_epochs}")
+        for key in zoo.name_factors:
+            if key not in args.flat():
+                raise ConfigError(f"name_factors: unknown config key {key!r}")
+        _apply_optimizer(args.training, zoo)
+
+    def _prepare_data(self) -> TaskData:
+        model_args, data_args, zoo = self.args.model, self.args.data, self.args.zoo
+        if self.kind == "vit-pretrain":
+            data = load_images(data_args, model_args.image_size, model_args.num_channels, "embedded:mnist5k")
+            self.image_size, self.channels = model_args.image_size, model_args.num_channels
+        elif self.kind == "vit-finetune":
+            parent = read_checkpoint_config(zoo.pretrained, ("vit",), "finetune_vit.py")
+            self.image_size, self.channels = parent["image_size"], parent["num_channels"]
+            data = load_images(data_args, self.image_size, self.channels, "embedded:digits")
+            self.parent = self._parent_info(zoo.pretrained)
+        elif self.kind == "lm-pretrain":
+            tokenizer = build_tokenizer(data_args, model_args.vocab_size, self.root / ".cache")
+            self.processing_class = tokenizer
+            data = load_lm_blocks(data_args, tokenizer)
+        else:
+            parent = read_checkpoint_config(zoo.pretrained, ("gpt2",), "finetune_lm.py")
+            tokenizer = AutoTokenizer.from_pretrained(str(zoo.pretrained))
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            if data_args.max_length > parent["n_positions"]:
+                raise ConfigError(f"max_length {data_args.max_length} exceeds the parent's n_positions "
+                                  f"{parent['n_positions']}")
+            self.processing_class = tokenizer
+            self.collator = DataCollatorWithPadding(tokenizer)
+            data = load_text_classification(data_args, tokenizer)
+            self.parent = self._parent_info(zoo.pretrained)
+        if self.modality == "vision":
+            channels = self.channels
+            self.processing_class = ViTImageProcessor(
+                size={"height": self.image_size, "width": self.image_size},
+                image_mean=[data_args.image_mean] * channels, image_std=[data_args.image_std] * channels,
+            )
+        if self.modality == "vision" and not data.label_names:
+            raise DataError("the image data set has no labels")
+        for name in ("train", "test"):
+            if len(data.splits[name]) == 0:
+                raise DataError(f"split {name!r} is empty")
+        return data
+
+    def _parent_info(self, pretrained: str) -> dict[str, Any]:
+        checkpoint = Path(pretrained).resolve()
+        member_dir = checkpoint.parent
+        info: dict[str, Any] = {"member": None, "path": str(member_dir), "checkpoint": checkpoint.name}
+        if layout.is_member_dir(member_dir):
+            parent_config = layout.read_member_config(member_dir)
+            info["member"] = parent_config["name"]
+            info["kind"] = parent_config.get("kind")
+            info["mode"] = parent_config.get("recipe", {}).get("mode")
+            zoo_root = self._zoo_root(member_dir)
+            if zoo_root is not None:
+                info["path"] = member_dir.relative_to(zoo_root).as_posix()
+        return info
+
+    @staticmethod
+    def _zoo_root(member_dir: Path) -> Path | None:
+        for folder in member_dir.parents:
+            if (folder / layout.ZOO_FILE).is_file():
+                return folder
+        return None
+
+    # ------------------------------------------------ per member (per trial)
+
+    def member_kind(self, args: Arguments) -> str:
+        if self.kind == "vit-pretrain":
+            return f"vit-{args.zoo.mode}"
+        return self.kind
+
+    def member_name(self, args: Arguments) -> str:
+        flat = args.flat()
+        prefix = args.zoo.member_prefix or {
+            "vit-pretrain": "sl_vit" if args.zoo.mode == "supervised" else "ssl_vit",
+            "vit-finetune": "ft_vit", "lm-pretrain": "lm_gpt2", "lm-finetune": "ft_gpt2",
+        }[self.kind]
+        return layout.member_name(prefix, {ALIASES.get(k, k): flat[k] for k in args.zoo.name_factors})
+
+    def member_config(self, args: Arguments, name: str) -> dict[str, Any]:
+        epochs = int(args.training.num_train_epochs)
+        recipe = {k: v for k, v in _jsonable(args.flat()).items() if k not in PLACE_KEYS}
+        import transformers
+
+        return {
+            "name": name,
+            "modality": self.modality,
+            "stage": self.stage,
+            "kind": self.member_kind(args),
+            "factors": {k: recipe.get(k) for k in args.zoo.name_factors},
+            "parent": self.parent,
+            "epochs": epochs,
+            "checkpoint_every": args.zoo.checkpoint_every,
+            "checkpoints": layout.planned_checkpoints(epochs, args.zoo.checkpoint_every),
+            "metric": "test_perplexity" if self.kind == "lm-pretrain" else "test_acc",
+            "num_labels": self.data.num_labels,
+            "label_names": self.data.label_names,
+            "data": self.data.info,
+            "recipe": recipe,
+            "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
+        }
+
+    def objective(self, args: Arguments):
+        data_args = args.data
+        if self.kind == "vit-pretrain" and args.zoo.mode == "contrastive":
+            return Contrastive(args.zoo, self.image_size, self.channels, data_args.image_mean, data_args.image_std)
+        if self.modality == "vision":
+            return ImageClassification(args.zoo, self.image_size, self.data.num_labels, data_args.image_mean,
+                                       data_args.image_std)
+        return CausalLM() if self.kind == "lm-pretrain" else SequenceClassification()
+
+    def build_model(self, args: Arguments) -> torch.nn.Module:
+        set_seed(args.training.seed)  # seeded here: a search applies a trial's seed only after model_init
+        zoo, model_args = args.zoo, args.model
+        if self.kind == "vit-pretrain":
+            return build_vit(model_args, zoo.mode, self.data.num_labels, self.data.label_names, zoo.projection_dim)
+        if self.kind == "vit-finetune":
+            return vit_for_finetuning(zoo.pretrained, self.data.num_labels, self.data.label_names, zoo.head,
+                                      zoo.head_hidden_size, zoo.freeze_encoder)
+        if self.kind == "lm-pretrain":
+            return build_gpt2(model_args, self.processing_class, self.args.data.block_size)
+        return gpt2_for_classification(zoo.pretrained, self.data.num_labels, self.data.label_names,
+                                       self.processing_class, zoo.freeze_encoder, model_args.attn_implementation)
+
+    def prepare_member(self, args: Arguments, member_dir: Path) -> MemberWriter:
+        """Write (or check) the member's config.json and return its writer; raises if it holds another config."""
+        name = member_dir.name
+        config = self.member_config(args, name)
+        if layout.is_member_dir(member_dir):
+            old = layout.read_member_config(member_dir)
+            for key in sorted(set(old.get("recipe", {})) | set(config["recipe"])):
+                if key in PLACE_KEYS:
+                    continue
+                if old.get("recipe", {}).get(key) != config["recipe"].get(key):
+                    raise ConfigError(
+                        f"{member_dir} holds a member trained with {key}={old.get('recipe', {}).get(key)!r}, not "
+                        f"{config['recipe'].get(key)!r}; remove it or choose another --output_dir")
+        layout.clean_temporaries(member_dir)
+        layout.write_member_config(member_dir, config)
+        layout.clear_failure(member_dir)
+        extras = [self.processing_class] if self.processing_class is not None else []
+        return MemberWriter(member_dir, config["checkpoints"], extras, perplexity=self.kind == "lm-pretrain")
+
+    def trainer(self, args: Arguments, writer: MemberWriter | None, model_init=None) -> ZooTrainer:
+        splits = self.data.splits
+        train = splits["train"]
+        train_eval = train.select(range(min(len(train), len(splits["test"]))))
+        return ZooTrainer(
+            model_init=model_init or (lambda trial=None: self.build_model(args)),
+            args=args.training,
+            train_dataset=train,
+            eval_dataset=splits["test"],
+            data_collator=self.collator,
+            processing_class=self.processing_class if self.modality == "language" else None,
+            compute_metrics=accuracy_metrics(_load_extra_metrics(args.zoo.eval_metrics)),
+            objective=self.objective(args),
+            member_writer=writer,
+            train_eval_dataset=train_eval,
+        )
+
+    def train_member(self, args: Arguments, member_dir: Path, state_root: Path) -> layout.MemberInfo:
+        """Train one member into `member_dir`, resuming from its Trainer state; skip it when already complete."""
+        if layout.is_member_dir(member_dir) and layout.load_member(member_dir).is_complete():
+            self.prepare_member(args, member_dir)  # still refuses a different config
+            logger.info("%s is complete; nothing to do", member_dir)
+            return layout.load_member(member_dir)
+        writer = self.prepare_member(args, member_dir)
+        args.training.output_dir = str(layout.trainer_state_dir(state_root, member_dir))
+        last = get_last_checkpoint(args.training.output_dir) if os.path.isdir(args.training.output_dir) else None
+        trainer = self.trainer(args, writer)
+        try:
+            trainer.train(resume_from_checkpoint=last)
+        except Exception as err:
+            layout.record_failure(member_dir, f"{type(err).__name__}: {err}")
+            raise
+        member = layout.load_member(member_dir)
+        if member.is_complete() and trainer.is_world_process_zero():
+            shutil.rmtree(args.training.output_dir, ignore_errors=True)
+        return member
+
+
+def _load_extra_metrics(names: list[str]) -> list:
+    if not names:
+        return []
+    import evaluate  # optional, online: `pip install evaluate`
+
+    return [evaluate.load(name) for name in names]
+
+
+def recipe_main(kind: str, argv: list[str] | None = None) -> int:
+    """The body of every recipe script: parse, train one member into <output_dir>/<member>, print where it is."""
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    try:
+        (model_args, data_args, zoo_args, training_args), raw = parse_recipe_args(KIND_DEFAULTS[kind], argv)
+        if not training_args.output_dir or training_args.output_dir == "trainer_output":
+            raise ConfigError("--output_dir is required")
+        args = Arguments(model_args, data_args, zoo_args, training_args)
+        run = MemberRun(kind, args, raw)
+        root = Path(training_args.output_dir)
+        member_dir = root / run.member_name(args)
+        member = run.train_member(args, member_dir, root)
+    except (ConfigError, DataError, CheckpointError, ValueError, FileNotFoundError) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    last = member.last_result or {}
+    metric = member.config["metric"]
+    print(f"member {member.path} ({member.state}): epochs {member.epochs_done - 1}/{member.planned_epochs}, "
+          f"{metric} {last.get(metric)}, checkpoints {[layout.checkpoint_name(e) for e in member.checkpoints]}")
+    return 0

@@ -1,0 +1,297 @@
+"""`ZooTrainer`: a `transformers.Trainer` with the zoo's losses and the callback that writes members.
+
+An *objective* holds what differs between member kinds: the training loss (with augmentation on the batch),
+the evaluation step, and the metric names. The trainer keeps per-epoch training sums on the device (no host sync
+per step); the `MemberWriter` callback turns each evaluation into a `result.json` line and, on planned epochs, an
+atomic `checkpoint_0000XY/` folder.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import Trainer, TrainerCallback
+
+from zoo import augment, layout
+from zoo.models import stock_model
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+# ---------------------------------------------------------------- objectives (the losses)
+
+
+class Objective:
+    """Training loss and evaluation step of one member kind."""
+
+    metric = "acc"  # the accuracy-like metric reported as train_<metric> / test_<metric>
+    perplexity = False
+
+    def training_loss(self, model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mean loss, number correct, number counted), all tensors on the device."""
+        raise NotImplementedError
+
+    def eval_step(self, model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mean loss, predictions, labels) with plain (unsmoothed) losses."""
+        raise NotImplementedError
+
+
+class ImageClassification(Objective):
+    """Cross-entropy with label smoothing, mixup / cutmix and random erasing in training; plain CE in evaluation."""
+
+    def __init__(self, zoo_args, image_size: int, num_labels: int, mean: float, std: float):
+        self.mean, self.std = mean, std
+        self.augment = (augment.supervised_augment(image_size, zoo_args.crop_scale_min, zoo_args.hflip,
+                                                   zoo_args.random_erasing) if zoo_args.augment else None)
+        self.mixer = augment.BatchMixer(num_labels, zoo_args.label_smoothing, zoo_args.mixup_alpha,
+                                        zoo_args.cutmix_alpha, zoo_args.mix_prob, zoo_args.mix_switch_prob)
+
+    def training_loss(self, model, inputs):
+        images, labels = augment.to_unit(inputs["pixel_values"]), inputs["labels"]
+        if self.augment is not None:
+            images = self.augment(images)
+        images, targets = self.mixer(images, labels)
+        logits = model(pixel_values=augment.normalize(images, self.mean, self.std)).logits
+        loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+        correct = (logits.argmax(-1) == targets.argmax(-1)).sum()
+        return loss, correct, torch.tensor(labels.shape[0], device=labels.device)
+
+    def eval_step(self, model, inputs):
+        images = augment.normalize(augment.to_unit(inputs["pixel_values"]), self.mean, self.std)
+        logits = model(pixel_values=images).logits
+        return F.cross_entropy(logits.float(), inputs["labels"]), logits.argmax(-1), inputs["labels"]
+
+
+class Contrastive(Objective):
+    """SimCLR: two augmented views per image, InfoNCE (NT-Xent) with a temperature.
+
+    Accuracy is the top-1 retrieval of the positive pair among the other 2B-1 views. Evaluation views are drawn
+    from a fixed seed, so the test metrics of a checkpoint are repeatable and training randomness is untouched.
+    """
+
+    metric = "acc"
+
+    def __init__(self, zoo_args, image_size: int, channels: int, mean: float, std: float):
+        self.mean, self.std, self.temperature = mean, std, zoo_args.temperature
+        self.views = augment.simclr_augment(image_size, channels, max(0.08, zoo_args.crop_scale_min - 0.15),
+                                            zoo_args.hflip, zoo_args.color_jitter)
+
+    def _loss(self, model, pixels):
+        images = augment.to_unit(pixels)
+        both = torch.cat([self.views(images), self.views(images)])
+        z = F.normalize(model(pixel_values=augment.normalize(both, self.mean, self.std)).float(), dim=-1)
+        n = images.shape[0]
+        sim = z @ z.T / self.temperature
+        sim.fill_diagonal_(float("-inf"))
+        positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(sim.device)
+        loss = F.cross_entropy(sim, positives)
+        hits = sim.argmax(-1) == positives
+        return loss, hits
+
+    def training_loss(self, model, inputs):
+        loss, hits = self._loss(model, inputs["pixel_values"])
+        return loss, hits.sum(), torch.tensor(hits.numel(), device=hits.device)
+
+    def eval_step(self, model, inputs):
+        device = inputs["pixel_values"].device
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(1234)
+            loss, hits = self._loss(model, inputs["pixel_values"])
+        return loss, hits.long(), torch.ones_like(hits, dtype=torch.long)
+
+
+class CausalLM(Objective):
+    """Next-token cross-entropy on packed blocks; accuracy is next-token top-1, perplexity is exp(loss)."""
+
+    perplexity = True
+
+    def _logits_loss(self, model, inputs):
+        logits = model(input_ids=inputs["input_ids"]).logits[:, :-1].float()
+        labels = inputs["labels"][:, 1:]
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        return logits, labels, loss
+
+    def training_loss(self, model, inputs):
+        logits, labels, loss = self._logits_loss(model, inputs)
+        mask = labels != -100
+        return loss, ((logits.argmax(-1) == labels) & mask).sum(), mask.sum()
+
+    def eval_step(self, model, inputs):
+        logits, labels, loss = self._logits_loss(model, inputs)
+        return loss, logits.argmax(-1), labels
+
+
+class SequenceClassification(Objective):
+    def training_loss(self, model, inputs):
+        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).logits.float()
+        loss = F.cross_entropy(logits, inputs["labels"])
+        return loss, (logits.argmax(-1) == inputs["labels"]).sum(), torch.tensor(logits.shape[0],
+                                                                                    device=logits.device)
+
+    def eval_step(self, model, inputs):
+        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).logits.float()
+        return F.cross_entropy(logits, inputs["labels"]), logits.argmax(-1), inputs["labels"]
+
+
+def accuracy_metrics(extra_metrics: list | None = None):
+    """`compute_metrics` for the Trainer: accuracy of argmax predictions, ignoring -100 labels."""
+
+    def compute(eval_pred) -> dict[str, float]:
+        predictions, labels = np.asarray(eval_pred.predictions), np.asarray(eval_pred.label_ids)
+        mask = labels != -100
+        out = {"acc": float((predictions[mask] == labels[mask]).mean()) if mask.any() else float("nan")}
+        for metric in extra_metrics or []:
+            for key, value in metric.compute(predictions=predictions[mask], references=labels[mask]).items():
+                out[key] = float(value)
+        return out
+
+    return compute
+
+
+# ---------------------------------------------------------------- the trainer
+
+
+class ZooTrainer(Trainer):
+    """Trainer with a zoo objective, device-side epoch statistics and optional per-trial member plans."""
+
+    def __init__(self, *args, objective: Objective, member_writer: MemberWriter | None = None,
+                 train_eval_dataset=None, **kwargs):
+        callbacks = list(kwargs.pop("callbacks", None) or [])
+        if member_writer is not None:
+            callbacks.append(member_writer)
+        super().__init__(*args, callbacks=callbacks, **kwargs)
+        self.objective = objective
+        self.member_writer = member_writer
+        self.train_eval_dataset = train_eval_dataset
+        self._epoch_sums: torch.Tensor | None = None
+        if member_writer is not None:
+            member_writer.trainer = self
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, correct, count = self.objective.training_loss(model, inputs)
+        sums = torch.stack([loss.detach().float() * count, correct.float(), count.float()])
+        self._epoch_sums = sums if self._epoch_sums is None else self._epoch_sums + sums
+        return (loss, None) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss, predictions, labels = self.objective.eval_step(model, inputs)
+        if prediction_loss_only:
+            return loss.detach(), None, None
+        return loss.detach(), predictions, labels
+
+    def pop_epoch_stats(self) -> dict[str, float]:
+        """Mean training loss and accuracy since the last call, summed over all processes (one host sync)."""
+        sums = self._epoch_sums
+        self._epoch_sums = None
+        if sums is None:
+            return {}
+        sums = self.accelerator.reduce(sums, reduction="sum").tolist()
+        loss_sum, correct, count = sums
+        return {"loss": loss_sum / max(count, 1), "acc": correct / max(count, 1), "samples": int(count)}
+
+
+# ---------------------------------------------------------------- the member writer
+
+
+class MemberWriter(TrainerCallback):
+    """Writes a member's result.json lines and checkpoint folders as training goes.
+
+    Epoch 0 is the initialised model, evaluated before the first step. Every evaluation after an epoch adds a
+    line; epochs in `checkpoints` also get an atomic `checkpoint_0000XY/`. A NaN or infinite training loss raises
+    `TrainingDiverged` after its line is written (the member then reads as incomplete, and a rerun retries it).
+    """
+
+    def __init__(self, member_dir: str | Path, checkpoints: list[int], save_extras: list[Any],
+                 perplexity: bool = False):
+        self.member_dir = Path(member_dir)
+        self.checkpoints = set(checkpoints)
+        self.save_extras = save_extras  # processors / tokenizers saved beside the weights
+        self.perplexity = perplexity
+        self.trainer: ZooTrainer | None = None
+        self._busy = False
+        self._epoch_start = time.time()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._epoch_start = time.time()
+        done = {int(row["epoch"]) for row in layout.read_results(self.member_dir)}
+        if state.global_step == 0 and not (0 in done and layout.verify_checkpoint(self._ckpt(0)) is None):
+            self._busy = True
+            try:
+                test = self.trainer.evaluate(metric_key_prefix="test")
+                train = self.trainer.evaluate(self.trainer.train_eval_dataset, metric_key_prefix="train") \
+                    if self.trainer.train_eval_dataset is not None else {}
+            finally:
+                self._busy = False
+            stats = {"loss": train.get("train_loss"), "acc": train.get("train_acc"), "samples": 0}
+            self._write(0, 0, stats, test, kwargs["model"], state)
+        self._epoch_start = time.time()
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._epoch_start = time.time()
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self._busy or self.trainer is None or state.global_step == 0:
+            return
+        epoch = int(round(state.epoch or 0))
+        stats = self.trainer.pop_epoch_stats()
+        test = {f"test_{k.split('_', 1)[1]}": v for k, v in (metrics or {}).items() if "_" in k}
+        self._write(epoch, state.global_step, stats, test, kwargs["model"], state)
+        if stats and not math.isfinite(stats["loss"]):
+            raise TrainingDiverged(f"training loss is {stats['loss']} at epoch {epoch}")
+
+    def _ckpt(self, epoch: int) -> Path:
+        return self.member_dir / layout.checkpoint_name(epoch)
+
+    def _write(self, epoch: int, step: int, train: dict, test: dict, model, state) -> None:
+        if not state.is_world_process_zero:
+            return
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": train.get("loss"),
+            "train_acc": train.get("acc"),
+            "test_loss": _metric(test, "test_loss"),
+            "test_acc": _metric(test, "test_acc"),
+        }
+        if self.perplexity:
+            record["train_perplexity"] = _exp(record["train_loss"])
+            record["test_perplexity"] = _exp(record["test_loss"])
+        for key, value in test.items():
+            name = key.removeprefix("test_")
+            if key.startswith("test_") and name not in ("loss", "acc", "runtime", "samples_per_second",
+                                                        "steps_per_second") and f"test_{name}" not in record:
+                record[key] = value
+        record.update({"seconds": round(time.time() - self._epoch_start, 3), "samples": train.get("samples", 0),
+                       "step": step})
+        if epoch in self.checkpoints:
+            to_save = stock_model(self.trainer.accelerator.unwrap_model(model))
+
+            def save(folder: Path) -> None:
+                to_save.save_pretrained(str(folder))
+                for extra in self.save_extras:
+                    extra.save_pretrained(str(folder))
+
+            layout.write_checkpoint(self.member_dir, epoch, save)
+        layout.append_result(self.member_dir, record)
+
+
+def _metric(metrics: dict, key: str) -> float | None:
+    value = metrics.get(key)
+    return None if value is None else float(value)
+
+
+def _exp(loss: float | None) -> float | None:
+    if loss is None:
+        return None
+    return math.exp(loss) if loss < 700 else float("inf")
