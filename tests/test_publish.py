@@ -1,0 +1,395 @@
+"""`zoo publish` / `zoo verify` against a local stand-in of the Hub (tests/hub_server.py), with the real
+huggingface_hub, datasets and transformers clients."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from zoo_factory import EPOCHS, make_synthetic_zoo, write_member
+
+from zoo import layout
+from zoo.cli import main
+
+REPO = "org/transformer-zoo"
+MODELS = f"{REPO}-models"
+TABLES = ("members", "checkpoints", "metrics", "weights", "weights_index")
+
+
+def publishable_files(zoo: Path) -> dict[str, str]:
+    """repo path -> sha256 of every file the model repo must hold (README aside), from the zoo itself."""
+    out = {}
+    for member in layout.scan_members(zoo):
+        for epoch in member.checkpoints:
+            folder = member.checkpoint_dir(epoch)
+            for name in ("config.json", "model.safetensors", "preprocessor_config.json", "generation_config.json"):
+                if (folder / name).is_file():
+                    data = (folder / name).read_bytes()
+                    out[f"{member.relpath}/{folder.name}/{name}"] = hashlib.sha256(data).hexdigest()
+    return out
+
+
+def card_metadata(text: str) -> dict:
+    assert text.startswith("---\n"), text[:80]
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(autouse=True)
+def no_unknown_routes(hub_server):
+    """Every request of every client must hit a route the server knows (a client upgrade must fail loudly)."""
+    before = len(hub_server.state.unknown_routes)
+    yield
+    assert hub_server.state.unknown_routes[before:] == []
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("zoo") / "synthetic"
+    make_synthetic_zoo(root, junk=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def published(zoo, hub_server) -> Path:
+    assert main(["publish", str(zoo), "--repo-id", REPO, "--with-weights"]) == 0
+    return zoo
+
+
+# ---------------------------------------------------------------- the push
+
+
+def test_publish_pushes_model_repo_with_every_checkpoint(published, hub_server):
+    files = hub_server.files(MODELS)
+    expected = publishable_files(published)
+    assert len(expected) == 6 * 3 * 2 + 4 * 3 + 3  # config+weights everywhere, ViT processors, GPT-2 LM generation
+    assert {path: entry.sha256 for path, entry in files.items() if path in expected} == expected
+    assert set(files) == set(expected) | {"README.md", ".gitattributes"}  # no junk, trainer state or hidden file
+    assert all(entry.lfs for path, entry in files.items() if path.endswith(".safetensors"))
+    card = card_metadata(files["README.md"].data.decode())
+    assert card["datasets"] == [REPO] and card["library_name"] == "transformers" and card["license"] == "apache-2.0"
+
+
+def test_publish_pushes_dataset_repo(published, hub_server):
+    files = hub_server.files(REPO, "dataset")
+    assert {"README.md", "manifest.json", "spec.yaml", "data/members.parquet", "data/checkpoints.parquet",
+            "data/metrics.parquet", "data/weights_index.parquet", "data/weights/weights-00000.parquet"} <= set(files)
+    assert {"plots/vision_pretraining.png", "plots/vision_finetuning.png", "plots/language_pretraining.png",
+            "plots/language_finetuning.png"} <= set(files)
+    assert all(files[p].data.startswith(b"\x89PNG") for p in files if p.endswith(".png"))
+    card_text = files["README.md"].data.decode()
+    card = card_metadata(card_text)
+    assert [c["config_name"] for c in card["configs"]] == list(TABLES)
+    assert all(c["data_files"][0]["split"] == "train" for c in card["configs"])
+    assert card["license"] == "apache-2.0"
+    for needle in (f'load_dataset("{REPO}", "members", split="train")', MODELS, "@misc{",
+                   "plots/vision_pretraining.png", "| vision | finetuning | complete | 2 |",
+                   "`learning_rate` | 3e-05, 0.0001, 0.0005, 0.001, 0.01"):
+        assert needle in card_text
+    assert yaml.safe_load(files["spec.yaml"].data) == layout.read_zoo_file(published)["spec"]
+    assert any(text.startswith("---") and "configs:" in text for text in hub_server.state.validated_yaml)
+
+    manifest = json.loads(files["manifest.json"].data)
+    assert manifest["model_repo"] == MODELS and manifest["model_revision"] == hub_server.head(MODELS)
+    listed = {e["path"]: e for e in manifest["files"]["model"]}
+    model_files = hub_server.files(MODELS)
+    assert set(listed) == set(model_files) - {".gitattributes"}
+    assert all(listed[p]["sha256"] == model_files[p].sha256 and listed[p]["size"] == model_files[p].size
+               for p in listed)
+    listed = {e["path"]: e["sha256"] for e in manifest["files"]["dataset"]}
+    assert listed == {p: e.sha256 for p, e in files.items() if p not in ("manifest.json", ".gitattributes")}
+
+
+# ---------------------------------------------------------------- reading it back with datasets / transformers
+
+
+def test_tables_load_with_datasets(published, hub_server):
+    from datasets import load_dataset
+
+    members = layout.scan_members(published)
+    by_path = {m.relpath: m for m in members}
+    table = load_dataset(REPO, "members", split="train")
+    assert table.num_rows == len(members) == 6
+    assert {"member", "member_path", "modality", "stage", "kind", "state", "parent_member", "parent_checkpoint",
+            "seed", "learning_rate", "optim", "head", "num_params", "test_acc", "test_loss", "test_perplexity",
+            "metric", "metric_value"} <= set(table.column_names)
+    assert table.features["seed"].dtype == "int64" and table.features["learning_rate"].dtype == "float64"
+    for row in table:
+        member = by_path[row["member_path"]]
+        assert row["member"] == member.name and row["state"] == "complete"
+        assert row["modality"] == member.modality and row["stage"] == member.stage
+        assert row["head"] == member.factors.get("head")  # None where a member has no such factor
+        assert row["seed"] == member.factors["seed"] and row["learning_rate"] == member.factors["learning_rate"]
+        assert row["parent_member"] == (member.parent or {}).get("member")
+        final = member.results[-1]
+        assert row["test_acc"] == final["test_acc"] and row["test_perplexity"] == final.get("test_perplexity")
+        from safetensors.numpy import load_file
+
+        tensors = load_file(member.checkpoint_dir("last") / "model.safetensors")
+        assert row["num_params"] == sum(t.size for t in tensors.values())
+
+    ckpts = load_dataset(REPO, "checkpoints", split="train")
+    assert ckpts.num_rows == len(members) * 3
+    head = hub_server.head(MODELS)
+    for row in ckpts:
+        member = by_path[row["member_path"]]
+        weights = member.checkpoint_dir(row["epoch"]) / "model.safetensors"
+        assert row["model_repo"] == MODELS and row["revision"] == head
+        assert row["subfolder"] == f"{member.relpath}/{layout.checkpoint_name(row['epoch'])}"
+        assert row["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+        assert row["weights_size"] == weights.stat().st_size
+        assert row["test_loss"] == member.results[row["epoch"]]["test_loss"]
+
+    metrics = load_dataset(REPO, "metrics", split="train")
+    assert metrics.num_rows == sum(len(m.results) for m in members)
+    assert {(r["member_path"], r["epoch"]) for r in metrics} == {(m.relpath, e) for m in members
+                                                                  for e in range(EPOCHS + 1)}
+
+    for name, rows in (("members", table), ("checkpoints", ckpts), ("metrics", metrics)):
+        streamed = list(load_dataset(REPO, name, split="train", streaming=True))
+        assert streamed == list(rows)
+
+
+def test_every_checkpoint_loads_with_automodel_bit_for_bit(published):
+    import torch
+    from datasets import load_dataset
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    ckpts = load_dataset(REPO, "checkpoints", split="train")
+    compared = 0
+    for row in ckpts:
+        model = AutoModel.from_pretrained(row["model_repo"], subfolder=row["subfolder"], revision=row["revision"])
+        local = load_file(published / row["subfolder"] / "model.safetensors")
+        prefix = model.base_model_prefix + "."
+        base = {key: value for key, value in local.items() if key.startswith(prefix)}
+        # transformers renames checkpoint keys on load, so pair tensors by exact value, one to one
+        unmatched = dict(model.state_dict())
+        for key, value in base.items():
+            match = next((name for name, loaded in unmatched.items()
+                          if loaded.shape == value.shape and torch.equal(loaded, value)), None)
+            assert match is not None, f"{row['subfolder']}: {key} not loaded bit for bit"
+            del unmatched[match]
+            compared += 1
+        assert all(name.startswith("pooler.") for name in unmatched), (row["subfolder"], sorted(unmatched))
+    assert compared > 18 * 10
+
+
+def test_weights_table_matches_safetensors(published):
+    import numpy as np
+    from datasets import load_dataset
+    from safetensors.numpy import load_file
+
+    index = load_dataset(REPO, "weights_index", split="train").to_pandas()
+    weights = load_dataset(REPO, "weights", split="train")
+    assert weights.num_rows == 18 and weights.features["weights"].feature.dtype == "float32"
+    for row in weights:
+        tensors = load_file(published / row["member_path"] / layout.checkpoint_name(row["epoch"]) / "model.safetensors")
+        vector = np.asarray(row["weights"], dtype=np.float32)
+        entries = index[index.member_path == row["member_path"]]
+        assert sorted(entries.name) == sorted(tensors) and len(vector) == sum(t.size for t in tensors.values())
+        for entry in entries.itertuples():
+            piece = vector[entry.offset:entry.offset + entry.numel].reshape(entry.shape)
+            assert np.array_equal(piece, tensors[entry.name].astype(np.float32)), entry.name
+    streamed = next(iter(load_dataset(REPO, "weights", split="train", streaming=True)))
+    assert streamed["weights"] == weights[0]["weights"]
+
+
+# ---------------------------------------------------------------- verify
+
+
+def test_verify_passes_then_names_tampered_and_missing_files(published, hub_server, capsys):
+    code, out, _ = run(capsys, "verify", REPO)
+    assert code == 0, out
+    n_files = len(hub_server.files(MODELS)) - 1 + len(hub_server.files(REPO, "dataset")) - 2
+    assert f"{n_files} files in the manifest, 0 problem(s)" in out
+
+    weights = "vision/pretraining/vit_sup_seed_0_optim_adamw/checkpoint_000001/model.safetensors"
+    table = "data/checkpoints.parquet"
+    config = "language/pretraining/lm_seed_0/checkpoint_000002/config.json"
+    originals = {weights: hub_server.read(MODELS, weights), table: hub_server.read(REPO, table, "dataset")}
+    kept = hub_server.files(MODELS)[config]
+    try:
+        flipped = bytearray(originals[weights])
+        flipped[-1] ^= 0xFF  # same size, different bytes
+        hub_server.tamper(MODELS, weights, bytes(flipped))
+        hub_server.tamper(REPO, table, originals[table][:-1] + b"\0", "dataset")
+        hub_server.forget(MODELS, config)
+        code, out, _ = run(capsys, "verify", REPO)
+    finally:
+        hub_server.tamper(MODELS, weights, originals[weights])
+        hub_server.tamper(REPO, table, originals[table], "dataset")
+        with hub_server.state.lock:
+            repo = hub_server.state.repo("model", MODELS)
+            repo.commits[repo.branches["main"]].files[config] = kept
+    assert code == 1
+    problems = [line for line in out.splitlines() if "problem(s)" not in line]
+    assert len(problems) == 3, out
+    assert any(f"model repo {MODELS}: {weights}: sha256" in line for line in problems)
+    assert any(f"dataset repo {REPO}: {table}: sha256" in line for line in problems)
+    assert any(f"model repo {MODELS}: {config}: missing" in line for line in problems)
+    assert "3 problem(s): FAILED" in out
+    assert run(capsys, "verify", REPO)[0] == 0
+
+
+def test_verify_flags_files_not_in_manifest_and_bad_targets(published, hub_server, capsys):
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.upload_file(path_or_fileobj=b"stray", path_in_repo="data/stray.txt", repo_id=REPO, repo_type="dataset")
+    try:
+        code, out, _ = run(capsys, "verify", REPO)
+    finally:
+        api.delete_file("data/stray.txt", repo_id=REPO, repo_type="dataset")
+    assert code == 1 and f"dataset repo {REPO}: data/stray.txt: not in the manifest" in out
+    assert "1 problem(s)" in out
+    code, _, err = run(capsys, "verify", "org/does-not-exist")
+    assert code == 2 and "org/does-not-exist" in err and "manifest.json" in err
+    code, _, err = run(capsys, "verify", "not a repo id")
+    assert code == 2 and "'not a repo id'" in err
+
+
+# ---------------------------------------------------------------- republish, determinism, local dir
+
+
+def test_republish_uploads_only_what_changed(zoo, hub_server, tmp_path, capsys):
+    from datasets import load_dataset
+
+    root = tmp_path / "zoo"
+    shutil.copytree(zoo, root)
+    repo = "org/growing-zoo"
+    state = hub_server.state
+    assert main(["publish", str(root), "--repo-id", repo]) == 0
+    commits, uploads = len(state.commits_made), len(state.lfs_uploads)
+
+    # unchanged zoo: byte-identical staging, so nothing is uploaded and no commit is made
+    assert main(["publish", str(root), "--repo-id", repo]) == 0
+    assert len(state.commits_made) == commits and len(state.lfs_uploads) == uploads
+
+    parent = layout.find_member(root, "vit_sup_seed_0_optim_adamw")
+    new = write_member(root, "ft_seed_99", "vit-finetune", {"seed": 99, "learning_rate": 0.0003, "optim": "sgd",
+                                                             "extra": "x"}, seed=99, parent=parent)
+    assert main(["publish", str(root), "--repo-id", repo]) == 0
+    new_weights = {hashlib.sha256((new.checkpoint_dir(e) / "model.safetensors").read_bytes()).hexdigest()
+                   for e in range(EPOCHS + 1)}
+    model_commit = [paths for kind, rid, paths in state.commits_made[commits:] if rid == f"{repo}-models"]
+    assert model_commit == [sorted(["README.md"] + [f"{new.relpath}/{layout.checkpoint_name(e)}/{name}"
+                                                     for e in range(EPOCHS + 1)
+                                                     for name in ("config.json", "model.safetensors",
+                                                                  "preprocessor_config.json")])]
+    uploaded = state.lfs_uploads[uploads:]
+    dataset_lfs = {e.sha256 for p, e in hub_server.files(repo, "dataset").items() if e.lfs}
+    assert new_weights <= set(uploaded) and set(uploaded) - new_weights <= dataset_lfs
+    assert len(uploaded) == len(set(uploaded))
+
+    members = load_dataset(repo, "members", split="train")
+    assert members.num_rows == 7 and "extra" in members.column_names
+    row = next(r for r in members if r["member"] == "ft_seed_99")
+    assert row["extra"] == "x" and row["parent_member"] == "vit_sup_seed_0_optim_adamw"
+    assert sum(r["extra"] is None for r in members) == 6
+    assert load_dataset(repo, "checkpoints", split="train").num_rows == 21
+    assert run(capsys, "verify", repo)[0] == 0
+
+
+def test_local_dir_writes_both_repos_without_network(zoo, hub_server, tmp_path, capsys):
+    requests = len(hub_server.state.requests)
+    out_a, out_b = tmp_path / "a", tmp_path / "b"
+    for out in (out_a, out_b):
+        code, stdout, _ = run(capsys, "publish", str(zoo), "--repo-id", REPO, "--local-dir", str(out))
+        assert code == 0 and "nothing pushed" in stdout
+    assert len(hub_server.state.requests) == requests  # not one HTTP call
+
+    files_a = sorted(p.relative_to(out_a).as_posix() for p in out_a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(out_b).as_posix() for p in out_b.rglob("*") if p.is_file())
+    assert files_a == files_b and not any(Path(p).name.startswith(".") for p in files_a)
+    assert all((out_a / p).read_bytes() == (out_b / p).read_bytes() for p in files_a)  # deterministic staging
+    assert sorted(p.name for p in out_a.iterdir()) == ["dataset", "models"]
+    models = {p: hashlib.sha256((out_a / "models" / p).read_bytes()).hexdigest()
+              for p in publishable_files(zoo)}
+    assert models == publishable_files(zoo)
+    rows = pq.read_table(out_a / "dataset/data/checkpoints.parquet")
+    assert set(rows.column("revision").to_pylist()) == {"main"}
+
+    code, stdout, _ = run(capsys, "verify", str(out_a))
+    assert code == 0 and "0 problem(s)" in stdout
+    (out_a / "models" / next(iter(models))).write_bytes(b"{}")
+    (out_a / "dataset" / "stray.txt").write_text("x")
+    code, stdout, _ = run(capsys, "verify", str(out_a))
+    assert code == 1 and next(iter(models)) in stdout and "stray.txt: not in the manifest" in stdout
+
+
+def test_incomplete_zoo_is_refused_unless_allowed(hub_server, tmp_path, capsys):
+    root = tmp_path / "zoo"
+    make_synthetic_zoo(root, incomplete=True, junk=False, language=False)
+    capsys.readouterr()
+    requests = len(hub_server.state.requests)
+    code, _, err = run(capsys, "publish", str(root), "--repo-id", "org/incomplete")
+    assert code == 2
+    assert "vision/pretraining/vit_sup_seed_2_optim_adamw (incomplete)" in err and "--allow-incomplete" in err
+    assert len(err.strip().splitlines()) == 1
+    assert len(hub_server.state.requests) == requests
+
+    code, _, _ = run(capsys, "publish", str(root), "--repo-id", "org/incomplete", "--allow-incomplete",
+                     "--local-dir", str(tmp_path / "out"))
+    assert code == 0
+    members = pq.read_table(tmp_path / "out/dataset/data/members.parquet").to_pylist()
+    states = {row["member"]: row["state"] for row in members}
+    assert states.pop("vit_sup_seed_2_optim_adamw") == "incomplete" and set(states.values()) == {"complete"}
+    ckpts = pq.read_table(tmp_path / "out/dataset/data/checkpoints.parquet").to_pylist()
+    assert sorted(r["epoch"] for r in ckpts if r["member"] == "vit_sup_seed_2_optim_adamw") == [0, 1]
+    assert len(ckpts) == 4 * 3 + 2
+
+
+def test_branch_revision_and_bad_input(zoo, hub_server, tmp_path, capsys):
+    from datasets import load_dataset
+
+    assert main(["publish", str(zoo), "--repo-id", "org/branchy", "--model-repo-id", "org/branchy-weights",
+                 "--revision", "dev"]) == 0
+    assert set(hub_server.files("org/branchy", "dataset")) == {".gitattributes"}  # main untouched
+    rows = load_dataset("org/branchy", "checkpoints", split="train", revision="dev")
+    assert set(rows["model_repo"]) == {"org/branchy-weights"}
+    assert set(rows["revision"]) == {hub_server.head("org/branchy-weights", branch="dev")}
+
+    for argv, needle in (
+        (["publish", str(zoo), "--repo-id", "no-namespace"], "'no-namespace': expected <namespace>/<name>"),
+        (["publish", str(tmp_path / "nope"), "--repo-id", REPO], "nope: not a folder"),
+        (["publish", str(tmp_path), "--repo-id", REPO], "no zoo members found"),
+        (["publish", str(zoo), "--repo-id", REPO, "--model-repo-id", REPO], "must differ"),
+    ):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and needle in err, err
+
+
+def test_no_token_in_any_published_file(published, hub_server, tmp_path, capsys):
+    token = os.environ["HF_TOKEN"]
+    assert token in hub_server.state.tokens_seen  # the token was used: the check below means something
+    run(capsys, "publish", str(published), "--repo-id", REPO, "--with-weights", "--local-dir", str(tmp_path / "o"))
+    token = token.encode()
+    with hub_server.state.lock:
+        stored = [entry.data for repo in hub_server.state.repos.values() for commit in repo.commits.values()
+                  for entry in commit.files.values()]
+    local = [p.read_bytes() for p in (tmp_path / "o").rglob("*") if p.is_file()]
+    assert len(stored) > 50 and len(local) > 50
+    assert not any(token in data for data in stored + local)
+
+
+def test_typed_columns():
+    from zoo.publish import typed_column
+
+    assert typed_column([1, None, 3]).type == "int64"
+    assert typed_column([1, 2.5]).to_pylist() == [1.0, 2.5]
+    assert typed_column([True, None]).type == "bool"
+    assert typed_column([1, "a", None]).to_pylist() == ["1", "a", None]
+    assert typed_column([[1, 2], None]).to_pylist() == ["[1, 2]", None]
+    assert typed_column([None, None]).null_count == 2
