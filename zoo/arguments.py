@@ -175,6 +175,9 @@ def to_tokens(config: dict[str, Any]) -> list[str]:
 
 
 class _Parser(HfArgumentParser):
+    def __init__(self, dataclass_types):
+        super().__init__(dataclass_types, allow_abbrev=False)  # `--learning_rat` is a typo, not a prefix
+
     def error(self, message: str):  # one line, non-zero exit, like argparse but without the usage block
         raise ConfigError(message)
 

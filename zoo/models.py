@@ -217,13 +217,15 @@ def load_member_model(checkpoint: str | Path, device: str | torch.device = "cpu"
     architecture = (config.architectures or [""])[0]
     head = getattr(config, "zoo_head", None) or {}
     if architecture == "ViTForImageClassification":
-        model = ViTForImageClassification(config)
-        model.classifier = make_head(head.get("type", "linear"), config.hidden_size, config.num_labels,
-                                     head.get("hidden_size") or 0)
-        state = load_file(str(checkpoint / "model.safetensors"))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or [key for key in missing if not key.startswith("vit.pooler")]:
-            raise CheckpointError(f"{checkpoint}: weights do not match {architecture} ({missing or unexpected})")
+        model = ViTForImageClassification.from_pretrained(str(checkpoint))
+        if head.get("type") == "mlp":  # stock loading leaves a fresh linear classifier: put the MLP back
+            model.classifier = make_head("mlp", config.hidden_size, config.num_labels, head["hidden_size"])
+            state = load_file(str(checkpoint / "model.safetensors"))
+            head_state = {k.removeprefix("classifier."): v for k, v in state.items() if k.startswith("classifier.")}
+            try:
+                model.classifier.load_state_dict(head_state)
+            except RuntimeError as err:
+                raise CheckpointError(f"{checkpoint}: MLP head weights do not match its config ({err})") from None
     elif architecture == "GPT2ForSequenceClassification":
         model = GPT2ForSequenceClassification.from_pretrained(str(checkpoint))
     elif architecture == "GPT2LMHeadModel":

@@ -11,7 +11,6 @@ import copy
 import dataclasses
 import json
 import logging
-import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from typing import Any
 
 import torch
 from transformers import AutoTokenizer, DataCollatorWithPadding, ViTImageProcessor, default_data_collator, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 from transformers.training_args import OptimizerNames
 
 from zoo import layout
@@ -306,7 +304,7 @@ class MemberRun:
             return layout.load_member(member_dir)
         writer = self.prepare_member(args, member_dir)
         args.training.output_dir = str(layout.trainer_state_dir(state_root, member_dir))
-        last = get_last_checkpoint(args.training.output_dir) if os.path.isdir(args.training.output_dir) else None
+        last = last_trainer_checkpoint(args.training.output_dir)
         trainer = self.trainer(args, writer)
         try:
             trainer.train(resume_from_checkpoint=last)
@@ -317,6 +315,20 @@ class MemberRun:
         if member.is_complete() and trainer.is_world_process_zero():
             shutil.rmtree(args.training.output_dir, ignore_errors=True)
         return member
+
+
+def last_trainer_checkpoint(folder: str | Path) -> str | None:
+    """The newest *complete* Trainer checkpoint (its trainer_state.json is written last); partial ones removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    complete = []
+    for candidate in folder.glob("checkpoint-*"):
+        if (candidate / "trainer_state.json").is_file() and candidate.name.split("-")[-1].isdigit():
+            complete.append(candidate)
+        else:
+            shutil.rmtree(candidate, ignore_errors=True)
+    return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
 
 
 def _load_extra_metrics(names: list[str]) -> list:

@@ -1,0 +1,227 @@
+"""The four recipes on embedded data: member layout, stock loading, determinism, resume and bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.numpy import load_file
+
+from zoo import layout
+from zoo.runs import recipe_main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "recipes" / "configs"
+SMALL_VISION = ["--max_train_samples", "192", "--max_eval_samples", "96", "--num_train_epochs", "2",
+                "--checkpoint_every", "1", "--per_device_train_batch_size", "64", "--disable_tqdm", "true"]
+SMALL_LM = ["--max_train_samples", "40", "--max_eval_samples", "20", "--num_train_epochs", "2",
+            "--checkpoint_every", "1", "--vocab_size", "512", "--block_size", "32", "--disable_tqdm", "true"]
+
+
+def only_member(folder: Path) -> layout.MemberInfo:
+    members = layout.scan_members(folder)
+    assert len(members) == 1, [m.relpath for m in members]
+    return members[0]
+
+
+def weights(checkpoint: Path) -> dict:
+    return load_file(str(checkpoint / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def vit_parents(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vit")
+    for config in ("pretrain_supervised_tiny.yaml", "pretrain_contrastive_tiny.yaml"):
+        assert recipe_main("vit-pretrain", ["--config", str(CONFIGS / "vision" / config), "--output_dir", str(out),
+                                            *SMALL_VISION]) == 0
+    return {m.config["kind"]: m for m in layout.scan_members(out)}
+
+
+@pytest.fixture(scope="module")
+def lm_parent(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lm")
+    assert recipe_main("lm-pretrain", ["--config", str(CONFIGS / "language" / "pretrain_tiny.yaml"),
+                                       "--output_dir", str(out), *SMALL_LM]) == 0
+    return only_member(out)
+
+
+def test_vit_members_follow_the_layout(vit_parents):
+    assert set(vit_parents) == {"vit-supervised", "vit-contrastive"}
+    for member in vit_parents.values():
+        assert member.state == "complete"
+        assert member.checkpoints == [0, 1, 2]
+        rows = member.results
+        assert [row["epoch"] for row in rows] == [0, 1, 2]
+        for key in ("train_loss", "train_acc", "test_loss", "test_acc", "seconds", "samples"):
+            assert all(row[key] is not None for row in rows), key
+        assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+        assert member.config["factors"]["seed"] == 42
+        assert member.config["data"]["splits"]["test"] == 96
+        assert not list(member.path.glob(".tmp_*"))
+    supervised = vit_parents["vit-supervised"]
+    assert supervised.name == "sl_vit_tiny_seed_42_lr_0.002_wd_0.0001_bs_64"
+    assert supervised.config["recipe"]["label_smoothing"] == 0.1
+    # the trainer's resumable state is outside the member and removed once it is complete
+    assert not (supervised.path / "checkpoint-4").exists()
+    assert not list((supervised.path.parent / layout.TRAINER_STATE_DIR).rglob("optimizer.pt"))
+
+
+def test_stock_transformers_load_every_checkpoint(vit_parents, lm_parent):
+    paths = [str(m.checkpoint_dir(e)) for m in (*vit_parents.values(), lm_parent) for e in m.checkpoints]
+    script = (
+        "import sys, json\n"
+        "from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageClassification\n"
+        "out = []\n"
+        "for p in sys.argv[1:]:\n"
+        "    out.append(type(AutoModel.from_pretrained(p)).__name__)\n"
+        f"out.append(type(AutoModelForCausalLM.from_pretrained({str(lm_parent.checkpoint_dir())!r})).__name__)\n"
+        f"out.append(type(AutoModelForImageClassification.from_pretrained("
+        f"{str(vit_parents['vit-supervised'].checkpoint_dir())!r})).__name__)\n"
+        "assert not any(m.startswith('zoo') for m in sys.modules)\n"
+        "print(json.dumps(out))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, *paths], capture_output=True, text=True, cwd="/",
+                            env={**os.environ, "PYTHONPATH": ""})
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = json.loads(result.stdout.strip().splitlines()[-1])
+    assert names[:-2] == ["ViTModel"] * 6 + ["GPT2Model"] * 3
+    assert names[-2:] == ["GPT2LMHeadModel", "ViTForImageClassification"]
+    # processor / tokenizer files travel with every checkpoint
+    assert (vit_parents["vit-contrastive"].checkpoint_dir(0) / "preprocessor_config.json").is_file()
+    assert (lm_parent.checkpoint_dir(1) / "tokenizer.json").is_file()
+
+
+def test_contrastive_checkpoint_holds_the_backbone_only(vit_parents):
+    keys = weights(vit_parents["vit-contrastive"].checkpoint_dir())
+    assert keys and not any("projector" in key for key in keys)
+
+
+@pytest.mark.parametrize("parent_kind,head", [("vit-contrastive", "mlp"), ("vit-supervised", "linear")])
+def test_finetune_vit_from_either_parent(tmp_path, vit_parents, parent_kind, head):
+    from zoo.models import load_member_model
+
+    parent = vit_parents[parent_kind]
+    code = recipe_main("vit-finetune", ["--config", str(CONFIGS / "vision" / "finetune_tiny.yaml"),
+                                        "--pretrained", str(parent.checkpoint_dir(2)), "--output_dir", str(tmp_path),
+                                        "--head", head, "--optimizer", "sgd", "--learning_rate", "0.05",
+                                        *SMALL_VISION])
+    assert code == 0
+    member = only_member(tmp_path)
+    assert member.state == "complete"
+    assert member.config["parent"]["member"] == parent.name
+    assert member.config["parent"]["checkpoint"] == "checkpoint_000002"
+    assert member.config["recipe"]["optim"] == "sgd"
+    # the encoder starts from the parent's weights
+    start, parent_weights = weights(member.checkpoint_dir(0)), weights(parent.checkpoint_dir(2))
+    key = "vit.encoder.layer.0.attention.attention.query.weight"
+    parent_key = key if key in parent_weights else key.removeprefix("vit.")
+    assert (start[key] == parent_weights[parent_key]).all()
+    model = load_member_model(member.checkpoint_dir())
+    assert model.config.zoo_head["type"] == head
+    assert model(pixel_values=__import__("torch").zeros(2, 3, 28, 28)).logits.shape == (2, 10)
+
+
+def test_lm_pretrain_and_finetune(tmp_path, lm_parent):
+    assert lm_parent.state == "complete"
+    rows = lm_parent.results
+    assert rows[-1]["test_perplexity"] < rows[0]["test_perplexity"]
+    assert lm_parent.config["metric"] == "test_perplexity"
+    code = recipe_main("lm-finetune", ["--config", str(CONFIGS / "language" / "finetune_tiny.yaml"),
+                                       "--pretrained", str(lm_parent.checkpoint_dir()), "--output_dir", str(tmp_path),
+                                       "--max_train_samples", "128", "--max_eval_samples", "64",
+                                       "--num_train_epochs", "1", "--max_length", "32", "--disable_tqdm", "true"])
+    assert code == 0
+    member = only_member(tmp_path)
+    assert member.state == "complete" and member.checkpoints == [0, 1]
+    assert member.config["label_names"] == ["rotten", "fresh"]
+    assert 0.0 <= member.results[-1]["test_acc"] <= 1.0
+
+
+def test_same_config_gives_bit_identical_weights(tmp_path):
+    args = ["--config", str(CONFIGS / "vision" / "pretrain_supervised_tiny.yaml"), *SMALL_VISION,
+            "--num_train_epochs", "1"]
+    for run in ("a", "b"):
+        assert recipe_main("vit-pretrain", [*args, "--output_dir", str(tmp_path / run)]) == 0
+    a, b = only_member(tmp_path / "a"), only_member(tmp_path / "b")
+    wa, wb = weights(a.checkpoint_dir()), weights(b.checkpoint_dir())
+    assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
+    assert recipe_main("vit-pretrain", [*args, "--output_dir", str(tmp_path / "c"), "--seed", "7"]) == 0
+    wc = weights(only_member(tmp_path / "c").checkpoint_dir())
+    assert any((wa[k] != wc[k]).any() for k in wa)
+
+
+def test_kill_and_rerun_resumes(tmp_path):
+    """A real SIGKILL mid-training; the rerun resumes from the Trainer state instead of starting over."""
+    args = [sys.executable, str(ROOT / "recipes" / "pretrain_vit.py"), "--config",
+            str(CONFIGS / "vision" / "pretrain_supervised_tiny.yaml"), *SMALL_VISION, "--num_train_epochs", "4",
+            "--max_train_samples", "384", "--output_dir", str(tmp_path)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once the Trainer has saved epoch 2
+        if list((tmp_path / layout.TRAINER_STATE_DIR).rglob("checkpoint-12/trainer_state.json")):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    member = only_member(tmp_path)
+    assert member.state == "incomplete"
+    before = {row["epoch"]: row for row in member.results}
+    assert 2 in before
+    subprocess.run(args, check=True, capture_output=True)
+    member = only_member(tmp_path)
+    assert member.state == "complete"
+    after = {row["epoch"]: row for row in member.results}
+    assert [after[e]["step"] for e in range(5)] == [0, 6, 12, 18, 24]
+    for epoch in (0, 1, 2):  # epochs done before the kill are not trained again
+        assert after[epoch] == before[epoch]
+    assert not (tmp_path / layout.TRAINER_STATE_DIR / member.name).exists()
+
+
+def _run_cli(*argv):
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--learning_rat", "3e-4"], "learning_rat"),
+    (["--learning_rate", "fast"], "learning_rate"),
+    (["--dataset", "embedded:nope"], "embedded:nope"),
+    (["--mode", "dreaming"], "dreaming"),
+    (["--dataset", "/nonexistent/folder"], "/nonexistent/folder"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, extra, needle):
+    result = _run_cli("recipes/pretrain_vit.py", "--config", "recipes/configs/vision/pretrain_supervised_tiny.yaml",
+                      "--output_dir", str(tmp_path), *extra)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and needle in last
+    assert not [m for m in layout.scan_members(tmp_path) if m.is_complete()]
+
+
+def test_bad_config_file_keys(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: 1e-3\nnot_a_key: 3\n")
+    result = _run_cli("recipes/pretrain_lm.py", "--config", str(bad), "--output_dir", str(tmp_path / "o"))
+    assert result.returncode == 2 and "not_a_key" in result.stderr
+    assert not (tmp_path / "o").exists() or not layout.scan_members(tmp_path / "o")
+
+
+def test_bad_pretrained_paths(tmp_path, vit_parents, lm_parent):
+    vit_ckpt = str(vit_parents["vit-supervised"].checkpoint_dir())
+    cases = [
+        ("recipes/finetune_vit.py", "recipes/configs/vision/finetune_tiny.yaml", str(tmp_path), "not a checkpoint"),
+        ("recipes/finetune_vit.py", "recipes/configs/vision/finetune_tiny.yaml", str(lm_parent.checkpoint_dir()),
+         "'gpt2' checkpoint"),
+        ("recipes/finetune_lm.py", "recipes/configs/language/finetune_tiny.yaml", vit_ckpt, "'vit' checkpoint"),
+        ("recipes/finetune_vit.py", "recipes/configs/vision/finetune_tiny.yaml",
+         str(vit_parents["vit-supervised"].path), "member folder"),
+    ]
+    for script, config, pretrained, needle in cases:
+        result = _run_cli(script, "--config", config, "--pretrained", pretrained, "--output_dir",
+                          str(tmp_path / "ft"))
+        assert result.returncode == 2, result.stderr[-500:]
+        assert needle in result.stderr.strip().splitlines()[-1]
+        assert pretrained in result.stderr
