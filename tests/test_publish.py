@@ -393,3 +393,40 @@ def test_typed_columns():
     assert typed_column([1, "a", None]).to_pylist() == ["1", "a", None]
     assert typed_column([[1, 2], None]).to_pylist() == ["[1, 2]", None]
     assert typed_column([None, None]).null_count == 2
+
+
+def test_hub_server_errors_ranges_and_paths_info(published, hub_server):
+    import httpx2
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    api = HfApi()
+    assert api.repo_exists(MODELS) and not api.repo_exists("org/nothing-here")
+    assert api.file_exists(REPO, "manifest.json", repo_type="dataset")
+    assert not api.file_exists(REPO, "nope.json", repo_type="dataset")
+    with pytest.raises(RepositoryNotFoundError):
+        api.dataset_info("org/nothing-here")
+    with pytest.raises(RevisionNotFoundError):
+        hf_hub_download(REPO, "manifest.json", repo_type="dataset", revision="no-such-branch")
+    with pytest.raises(EntryNotFoundError):
+        hf_hub_download(REPO, "missing.txt", repo_type="dataset")
+
+    weights = "language/pretraining/lm_seed_0/checkpoint_000000/model.safetensors"
+    info = {item.path: item for item in api.get_paths_info(MODELS, [weights, "language", "absent"])}
+    assert set(info) == {weights, "language"}
+    entry = hub_server.files(MODELS)[weights]
+    assert info[weights].lfs.sha256 == entry.sha256 and info[weights].size == entry.size
+    tree = list(api.list_repo_tree(MODELS, "language/pretraining", recursive=False))
+    assert [item.path for item in tree] == ["language/pretraining/lm_seed_0"]
+
+    url = f"{hub_server.url}/{MODELS}/resolve/main/{weights}"
+    response = httpx2.get(url, headers={"Range": "bytes=8-15"})
+    assert response.status_code == 206 and response.content == entry.data[8:16]
+    assert response.headers["Content-Range"] == f"bytes 8-15/{entry.size}"
+    head = httpx2.head(url)
+    assert head.headers["X-Linked-Etag"] == f'"{entry.sha256}"' and head.headers["X-Repo-Commit"]
+    created = httpx2.post(f"{hub_server.url}/api/repos/create", json={"name": "transformer-zoo", "organization": "org",
+                                                                       "type": "dataset"},
+                          headers={"Authorization": f"Bearer {os.environ['HF_TOKEN']}"})
+    assert created.status_code == 409
+    assert httpx2.post(f"{hub_server.url}/api/repos/create", json={"name": "x", "type": "model"}).status_code == 401

@@ -124,13 +124,13 @@ def read_checkpoint_config(path: str | Path, expected: tuple[str, ...], recipe: 
     """The model config of a checkpoint folder, checked to be one of the `expected` model types."""
     path = Path(path)
     config_file = path / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    if str(config.get("format", "")).startswith("transformer-zoo/member"):
+        raise CheckpointError(f"--pretrained {path}: a member folder, not a checkpoint; pick one of its "
+                              "checkpoint_* folders")
     if not path.is_dir() or not config_file.is_file() or not (path / "model.safetensors").is_file():
         raise CheckpointError(f"--pretrained {path}: not a checkpoint folder (needs config.json and "
                               "model.safetensors, e.g. <member>/checkpoint_000004)")
-    config = json.loads(config_file.read_text())
-    if config.get("format", "").startswith("transformer-zoo/member"):
-        raise CheckpointError(f"--pretrained {path}: a member folder, not a checkpoint; pick one of its "
-                              "checkpoint_* folders")
     if config.get("model_type") not in expected:
         raise CheckpointError(f"--pretrained {path}: a {config.get('model_type')!r} checkpoint, but {recipe} "
                               f"needs {' or '.join(expected)}")
