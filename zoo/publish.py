@@ -56,6 +56,8 @@ DATASET_OWNED = [f"{DATA_DIR}/*", f"{PLOTS_DIR}/*"]
 WEIGHTS_MAX_PARAMS = 10_000_000  # --with-weights is for small models: one row holds a whole checkpoint
 WEIGHTS_SHARD_BYTES = 256 * 1024 * 1024
 MODEL_CARD_MAX_MEMBERS = 200
+HUB_MAX_FILES = 100_000
+HUB_MAX_FOLDER_ENTRIES = 10_000
 # Trainer and tool leftovers that may sit in a checkpoint folder and must never be published (pickles included).
 _SKIP_SUFFIXES = (".tmp", ".lock", ".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".npy", ".npz")
 _SKIP_NAMES = {"trainer_state.json", "training_args.json"}
@@ -136,6 +138,20 @@ def default_model_repo_id(repo_id: str) -> str:
 def _short_list(items: list[str], limit: int = 8) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _hub_errors() -> tuple[type[Exception], ...]:
+    """What a failed Hub call raises: HTTP errors, and transport errors (refused connection, timeout)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    errors: list[type[Exception]] = [HfHubHTTPError, OSError]
+    try:
+        import httpx2  # huggingface_hub's HTTP client
+
+        errors.append(httpx2.HTTPError)
+    except ImportError:
+        pass
+    return tuple(errors)
 
 
 def _hf_error(action: str, err: Exception) -> ValueError:
@@ -826,17 +842,17 @@ def publish(zoo_dir: str | Path, repo_id: str, *, model_repo_id: str | None = No
         return report
 
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
+    hub_errors = _hub_errors()
     api = api or HfApi()
-    with tempfile.TemporaryDirectory(prefix=".tmp_publish.", dir=_staging_parent(zoo_dir)) as tmp:
+    with tempfile.TemporaryDirectory(prefix=".publish_staging.", dir=_staging_parent(zoo_dir)) as tmp:
         models_dir, dataset_dir = Path(tmp) / "models", Path(tmp) / "dataset"
         report.model_files = _stage_model_repo(zoo_dir, selected, models_dir, repo_id, model_repo_id, endpoint,
                                                link=True)
         message = f"transformer-zoo: {report.members} members, {report.checkpoints} checkpoints"
         try:
             model_commit = _push(api, model_repo_id, "model", models_dir, branch, private, message, MODEL_OWNED)
-        except HfHubHTTPError as err:
+        except hub_errors as err:
             raise _hf_error(f"push to model repo {model_repo_id}", err) from None
         report.model_revision = model_commit
         report.dataset_files = stage_dataset(
@@ -846,7 +862,7 @@ def publish(zoo_dir: str | Path, repo_id: str, *, model_repo_id: str | None = No
         try:
             report.dataset_commit = _push(api, repo_id, "dataset", dataset_dir, branch, private, message,
                                           DATASET_OWNED)
-        except HfHubHTTPError as err:
+        except hub_errors as err:
             raise _hf_error(f"push to dataset repo {repo_id}", err) from None
     return report
 
@@ -854,14 +870,35 @@ def publish(zoo_dir: str | Path, repo_id: str, *, model_repo_id: str | None = No
 def _stage_model_repo(zoo_dir: Path, selected: list[Selected], out: Path, repo_id: str, model_repo_id: str,
                       endpoint: str, link: bool = False) -> list[FileRecord]:
     records = stage_models(selected, out, link)
+    warn_hub_limits(model_repo_id, [record.path for record in records])
     card = stage_model_card(out, zoo_dir, selected, repo_id=repo_id, model_repo_id=model_repo_id,
                             endpoint=endpoint)
     return sorted([*records, card], key=lambda record: record.path)
 
 
+def warn_hub_limits(repo_id: str, paths: list[str]) -> list[str]:
+    """Warn (stderr) where a repo would pass the Hub's limits: 100k files per repo, 10k entries per folder."""
+    warnings = []
+    if len(paths) >= HUB_MAX_FILES:
+        warnings.append(f"{repo_id}: {len(paths)} files, the Hub takes fewer than {HUB_MAX_FILES} per repo")
+    entries: dict[str, set[str]] = {}
+    for path in paths:
+        parts = path.split("/")
+        for depth in range(len(parts)):
+            entries.setdefault("/".join(parts[:depth]), set()).add(parts[depth])
+    for folder, names in sorted(entries.items()):
+        if len(names) >= HUB_MAX_FOLDER_ENTRIES:
+            warnings.append(f"{repo_id}: folder {folder or '/'} has {len(names)} entries, the Hub takes fewer than "
+                            f"{HUB_MAX_FOLDER_ENTRIES}")
+    for warning in warnings:
+        print(f"zoo publish: warning: {warning}", file=sys.stderr)
+    return warnings
+
+
 def _staging_parent(zoo_dir: Path) -> Path | None:
-    """Stage inside the zoo (a hidden `.tmp_` folder, skipped by scans) so checkpoints are hard-linked, not copied;
-    fall back to the system temp folder when the zoo is read-only."""
+    """Stage inside the zoo (a hidden folder, skipped by scans; not `.tmp_`, which `layout.clean_temporaries` of a
+    concurrent run would delete) so checkpoints are hard-linked, not copied; the system temp folder when the zoo is
+    read-only."""
     return zoo_dir if os.access(zoo_dir, os.W_OK) else None
 
 
@@ -947,9 +984,9 @@ def _verify_local(root: Path) -> VerifyReport:
 
 def _verify_remote(repo_id: str, revision: str | None, api: Any) -> VerifyReport:
     from huggingface_hub import HfApi, hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.utils import silent_tqdm  # verify shows its own bar, not one per file
 
+    hub_errors = _hub_errors()
     api = api or HfApi()
     report = VerifyReport(repo_id)
     with tempfile.TemporaryDirectory(prefix="zoo-verify-") as cache:
@@ -957,7 +994,7 @@ def _verify_remote(repo_id: str, revision: str | None, api: Any) -> VerifyReport
             dataset_sha = api.dataset_info(repo_id, revision=revision).sha
             manifest_file = hf_hub_download(repo_id, MANIFEST, repo_type="dataset", revision=dataset_sha,
                                             cache_dir=cache, tqdm_class=silent_tqdm)
-        except HfHubHTTPError as err:
+        except hub_errors as err:
             raise _hf_error(f"dataset repo {repo_id}@{revision or 'main'}: cannot read {MANIFEST}", err) from None
         manifest = _parse_manifest(Path(manifest_file).read_bytes(), f"{repo_id}/{MANIFEST}")
         model_repo = check_repo_id(str(manifest.get("model_repo")), f"{MANIFEST} model_repo")
@@ -969,7 +1006,7 @@ def _verify_remote(repo_id: str, revision: str | None, api: Any) -> VerifyReport
             where = f"{key} repo {rid}"
             try:
                 present = set(api.list_repo_files(rid, repo_type=key, revision=rev))
-            except HfHubHTTPError as err:
+            except hub_errors as err:
                 report.problems.append(_hf_error(f"{where}@{rev}", err).args[0])
                 report.checked += len(manifest["files"][key])
                 continue
@@ -989,7 +1026,7 @@ def _verify_remote(repo_id: str, revision: str | None, api: Any) -> VerifyReport
             try:
                 local = Path(hf_hub_download(rid, path, repo_type=key, revision=rev, cache_dir=cache,
                                              tqdm_class=silent_tqdm))
-            except (HfHubHTTPError, OSError, ValueError) as err:  # includes a size that does not match the headers
+            except (*hub_errors, ValueError) as err:  # includes a size that does not match the headers
                 return f"{where}: {path}: download failed: {str(err).splitlines()[0] if str(err) else err!r}"
             real = local.resolve()
             try:

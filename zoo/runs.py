@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer, DataCollatorWithPadding, ViTImageProcessor, default_data_collator, set_seed
+from transformers import AutoTokenizer, DataCollatorWithPadding, default_data_collator, set_seed
+
+try:  # transformers 5: the PIL/numpy processor (the default one needs torchvision)
+    from transformers import ViTImageProcessorPil as ViTImageProcessor
+except ImportError:  # pragma: no cover - transformers 4
+    from transformers import ViTImageProcessor
 from transformers.training_args import OptimizerNames
 
 from zoo import layout
@@ -208,12 +213,7 @@ class MemberRun:
         return self.kind
 
     def member_name(self, args: Arguments) -> str:
-        flat = args.flat()
-        prefix = args.zoo.member_prefix or {
-            "vit-pretrain": "sl_vit" if args.zoo.mode == "supervised" else "ssl_vit",
-            "vit-finetune": "ft_vit", "lm-pretrain": "lm_gpt2", "lm-finetune": "ft_gpt2",
-        }[self.kind]
-        return layout.member_name(prefix, {ALIASES.get(k, k): flat[k] for k in args.zoo.name_factors})
+        return member_name(self.kind, args)
 
     def member_config(self, args: Arguments, name: str) -> dict[str, Any]:
         epochs = int(args.training.num_train_epochs)
@@ -315,6 +315,16 @@ class MemberRun:
         if member.is_complete() and trainer.is_world_process_zero():
             shutil.rmtree(args.training.output_dir, ignore_errors=True)
         return member
+
+
+def member_name(kind: str, args: Arguments) -> str:
+    """The member's folder name, from its prefix and the values of its `name_factors`."""
+    flat = args.flat()
+    prefix = args.zoo.member_prefix or {
+        "vit-pretrain": "sl_vit" if args.zoo.mode == "supervised" else "ssl_vit",
+        "vit-finetune": "ft_vit", "lm-pretrain": "lm_gpt2", "lm-finetune": "ft_gpt2",
+    }[kind]
+    return layout.member_name(prefix, {ALIASES.get(k, k): flat[k] for k in args.zoo.name_factors})
 
 
 def last_trainer_checkpoint(folder: str | Path) -> str | None:

@@ -170,7 +170,7 @@ class ZooTrainer(Trainer):
         if member_writer is not None:
             callbacks.append(member_writer)
         super().__init__(*args, callbacks=callbacks, **kwargs)
-        self.objective = objective
+        self.zoo_objective = objective  # (`self.objective` is the Trainer's hyperparameter-search value)
         self.member_writer = member_writer
         self.train_eval_dataset = train_eval_dataset
         self._epoch_sums: torch.Tensor | None = None
@@ -178,7 +178,7 @@ class ZooTrainer(Trainer):
             member_writer.trainer = self
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, correct, count = self.objective.training_loss(model, inputs)
+        loss, correct, count = self.zoo_objective.training_loss(model, inputs)
         sums = torch.stack([loss.detach().float() * count, correct.float(), count.float()])
         self._epoch_sums = sums if self._epoch_sums is None else self._epoch_sums + sums
         return (loss, None) if return_outputs else loss
@@ -186,7 +186,7 @@ class ZooTrainer(Trainer):
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
-            loss, predictions, labels = self.objective.eval_step(model, inputs)
+            loss, predictions, labels = self.zoo_objective.eval_step(model, inputs)
         if prediction_loss_only:
             return loss.detach(), None, None
         return loss.detach(), predictions, labels
@@ -221,9 +221,14 @@ class MemberWriter(TrainerCallback):
         self.perplexity = perplexity
         self.trainer: ZooTrainer | None = None
         self._busy = False
+        self._active = False  # evaluations outside train() (e.g. a search's final evaluate) write nothing
         self._epoch_start = time.time()
 
+    def on_train_end(self, args, state, control, **kwargs):
+        self._active = False
+
     def on_train_begin(self, args, state, control, **kwargs):
+        self._active = True
         self._epoch_start = time.time()
         done = {int(row["epoch"]) for row in layout.read_results(self.member_dir)}
         if state.global_step == 0 and not (0 in done and layout.verify_checkpoint(self._ckpt(0)) is None):
@@ -242,7 +247,7 @@ class MemberWriter(TrainerCallback):
         self._epoch_start = time.time()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if self._busy or self.trainer is None or state.global_step == 0:
+        if self._busy or not self._active or self.trainer is None or state.global_step == 0:
             return
         epoch = int(round(state.epoch or 0))
         stats = self.trainer.pop_epoch_stats()
