@@ -1020,22 +1020,23 @@ def _verify_remote(repo_id: str, revision: str | None, api: Any) -> VerifyReport
                     report.checked += 1
                     report.problems.append(f"{where}: {path}: missing")
 
-        def check(job: tuple[str, str, str, str | None, dict[str, Any]]) -> str | None:
+        def check(number: int, job: tuple[str, str, str, str | None, dict[str, Any]]) -> str | None:
             key, rid, path, rev, entry = job
             where = f"{key} repo {rid}"
+            # One cache per file: files with the same bytes would share a blob, so a tampered file could be served
+            # from its twin's download (and one thread could delete a blob another is reading).
+            own_cache = Path(cache) / f"{number:07d}"
             try:
-                local = Path(hf_hub_download(rid, path, repo_type=key, revision=rev, cache_dir=cache,
-                                             tqdm_class=silent_tqdm))
+                local = Path(hf_hub_download(rid, path, repo_type=key, revision=rev, cache_dir=own_cache,
+                                             tqdm_class=silent_tqdm)).resolve()
+                return _check(where, path, entry, local.stat().st_size, sha256_file(local))
             except (*hub_errors, ValueError) as err:  # includes a size that does not match the headers
                 return f"{where}: {path}: download failed: {str(err).splitlines()[0] if str(err) else err!r}"
-            real = local.resolve()
-            try:
-                return _check(where, path, entry, real.stat().st_size, sha256_file(real))
             finally:  # keep the disk footprint to the files in flight
-                real.unlink(missing_ok=True)
+                shutil.rmtree(own_cache, ignore_errors=True)
 
         with ThreadPoolExecutor(max_workers=4) as pool, _tqdm(total=len(jobs), unit="file", desc="verifying") as bar:
-            for problem in pool.map(check, jobs):
+            for problem in pool.map(check, range(len(jobs)), jobs):
                 report.checked += 1
                 if problem:
                     report.problems.append(problem)

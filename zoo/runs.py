@@ -372,3 +372,31 @@ def recipe_main(kind: str, argv: list[str] | None = None) -> int:
     print(f"member {member.path} ({member.state}): epochs {member.epochs_done - 1}/{member.planned_epochs}, "
           f"{metric} {last.get(metric)}, checkpoints {[layout.checkpoint_name(e) for e in member.checkpoints]}")
     return 0
+
+
+def prepare_data_main(argv: list[str]) -> int:
+    """`recipes/prepare_data.py KIND --config ... --dump FOLDER`: the recipe's splits, materialised to disk."""
+    from zoo.data import TaskData, save_dump
+
+    if not argv or argv[0] not in KINDS or "--dump" not in argv or argv.index("--dump") + 1 >= len(argv):
+        print(f"usage: prepare_data.py {{{','.join(KINDS)}}} --config <yaml> [--key value ...] --dump <folder>",
+              file=sys.stderr)
+        return 2
+    kind, rest = argv[0], list(argv[1:])
+    index = rest.index("--dump")
+    dump = Path(rest[index + 1])
+    del rest[index : index + 2]
+    try:
+        (model_args, data_args, zoo_args, training_args), raw = parse_recipe_args(KIND_DEFAULTS[kind], rest)
+        training_args.output_dir = str(dump.parent)
+        run = MemberRun(kind, Arguments(model_args, data_args, zoo_args, training_args), raw)
+        splits = run.data.splits
+        if run.modality == "vision":  # Hub images are decoded lazily: materialise them as uint8 arrays
+            splits = splits.map(lambda batch: {k: v.numpy() for k, v in batch.items()}, batched=True,
+                                remove_columns=list(next(iter(splits.values())).column_names), desc="decoding")
+        save_dump(TaskData(splits, run.data.label_names, run.data.info), dump)
+    except (ConfigError, DataError, CheckpointError, ValueError, FileNotFoundError) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"dump {dump}: " + ", ".join(f"{name} {len(split)}" for name, split in splits.items()))
+    return 0

@@ -1,0 +1,157 @@
+"""Zoo specs, planning, Ray Tune generation, kill-and-rerun, status."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from zoo import layout
+from zoo.cli import main as zoo_main
+from zoo.population import load_spec, plan_members
+
+ROOT = Path(__file__).resolve().parents[1]
+ZOOS = ROOT / "recipes" / "configs" / "zoos"
+
+
+def test_vit_paper_plans_250_members(capsys):
+    assert zoo_main(["generate", str(ZOOS / "vit_paper.yaml"), "--zoo-dir", "/nonexistent/zoo", "--dry-run"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == "250 members: 10 vision/pretraining, 240 vision/finetuning"
+    paths = out[:-1]
+    assert len(set(paths)) == 250
+    supervised = [p for p in paths if p.startswith("vision/pretraining/sl_vit_s16")]
+    contrastive = [p for p in paths if p.startswith("vision/pretraining/ssl_vit_s16")]
+    assert len(supervised) == 7 and len(contrastive) == 3
+    children = [p for p in paths if p.startswith(f"vision/finetuning/{Path(supervised[0]).name}/")]
+    assert len(children) == 24
+    assert not Path("/nonexistent/zoo").exists()
+
+
+def test_gpt2_paper_plans(capsys):
+    assert zoo_main(["generate", str(ZOOS / "gpt2_paper.yaml"), "--zoo-dir", "/tmp/x", "--dry-run"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == \
+        "104 members: 8 language/pretraining, 96 language/finetuning"
+
+
+def write_spec(path: Path, **changes) -> Path:
+    spec = {
+        "name": "test",
+        "vision": {
+            "pretraining": {
+                "config": str(ROOT / "recipes/configs/vision/pretrain_supervised_tiny.yaml"),
+                "fixed": {"num_train_epochs": 2, "checkpoint_every": 1, "max_train_samples": 128,
+                          "max_eval_samples": 64, "per_device_train_batch_size": 64},
+                "grid": {"seed": [1]},
+            },
+            "finetuning": {
+                "config": str(ROOT / "recipes/configs/vision/finetune_tiny.yaml"),
+                "fixed": {"num_train_epochs": 2, "checkpoint_every": 1, "max_train_samples": 128,
+                          "max_eval_samples": 64},
+                "grid": {"head": ["linear", "mlp"]},
+            },
+        },
+    }
+    for dotted, value in changes.items():
+        node = spec
+        keys = dotted.split("__")
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = value
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"colour": "blue"}, "'colour'"),
+    ({"vision__pretraining__grid": {"seed": []}}, "grid.seed is an empty list"),
+    ({"vision__finetuning__grid": {"learning_rat": [1e-3]}}, "'learning_rat'"),
+    ({"vision__pretraining__fixed": {"bogus": 1}}, "'bogus'"),
+    ({"vision__finetuning__wat": 1}, "'wat'"),
+])
+def test_bad_specs_fail_before_training(tmp_path, capsys, change, needle):
+    spec = write_spec(tmp_path / "spec.yaml", **change)
+    assert zoo_main(["generate", str(spec), "--zoo-dir", str(tmp_path / "zoo")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert needle in err[-1]
+    assert not (tmp_path / "zoo").exists()
+
+
+def test_finetuning_is_planned_for_every_parent(tmp_path):
+    spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__grid={"seed": [1, 2, 3]})
+    _, stages = load_spec(spec)
+    plan_members(stages)
+    finetuning = stages[1].members
+    assert len(finetuning) == 6
+    assert {m.parent for m in finetuning} == {m.name for m in stages[0].members}
+    assert all("head_" in m.name for m in finetuning)
+
+
+def _status(zoo_dir: Path) -> list[dict]:
+    out = subprocess.run([sys.executable, "-m", "zoo", "status", str(zoo_dir), "--json"], capture_output=True,
+                         text=True, cwd=ROOT, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_generate_kill_and_rerun(tmp_path):
+    """Generate with Ray, SIGKILL the driver mid-way, rerun: exactly the planned members, all complete."""
+    spec = write_spec(tmp_path / "spec.yaml")
+    zoo_dir = tmp_path / "zoo"
+    command = [sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir)]
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    parent_dir = zoo_dir / "vision" / "pretraining"
+    while time.time() < deadline and proc.poll() is None:
+        done = [r for r in (layout.read_results(p) for p in parent_dir.glob("*")) if len(r) >= 2]
+        if done:  # the parent has trained an epoch: kill driver and trials together
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    rows = _status(zoo_dir)
+    assert len(rows) == 3 and any(row["state"] != "complete" for row in rows)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = _status(zoo_dir)
+    assert [row["state"] for row in rows] == ["complete"] * 3
+    members = layout.scan_members(zoo_dir)
+    assert sorted(m.relpath for m in members) == sorted(row["member"] for row in rows)
+    for member in members:
+        assert member.checkpoints == [0, 1, 2]
+        assert [r["epoch"] for r in member.results] == [0, 1, 2]
+    children = [m for m in members if m.stage == "finetuning"]
+    assert {m.config["parent"]["member"] for m in children} == {m.name for m in members if m.stage == "pretraining"}
+    # Ray's scratch and the Trainer states are not left in the zoo
+    assert not list(zoo_dir.rglob("optimizer.pt")) and not list(zoo_dir.rglob("params.json"))
+    # a different spec in the same folder is refused before anything is trained
+    other = write_spec(tmp_path / "other.yaml", vision__pretraining__grid={"seed": [5]})
+    refused = subprocess.run([*command[:4], str(other), "--zoo-dir", str(zoo_dir)], cwd=ROOT, capture_output=True,
+                             text=True)
+    assert refused.returncode == 2 and "different spec" in refused.stderr
+
+
+def test_a_failing_member_is_recorded_and_the_rest_go_on(tmp_path):
+    # a learning rate that diverges to NaN for one grid point only
+    spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__grid={"learning_rate": [1e-3, 1e12]},
+                      vision__pretraining__fixed={"num_train_epochs": 1, "max_train_samples": 64,
+                                                  "max_eval_samples": 32, "label_smoothing": 0.0,
+                                                  "mixup_alpha": 0.0, "cutmix_alpha": 0.0})
+    del_finetuning = yaml.safe_load(spec.read_text())
+    del del_finetuning["vision"]["finetuning"]
+    spec.write_text(yaml.safe_dump(del_finetuning))
+    zoo_dir = tmp_path / "zoo"
+    result = subprocess.run([sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir)],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1
+    rows = {row["member"].split("_lr_")[1].split("_")[0]: row for row in _status(zoo_dir)}
+    assert rows["0.001"]["state"] == "complete"
+    assert rows["1000000000000"]["state"] == "failed"
+    assert "TrainingDiverged" in rows["1000000000000"]["error"]
