@@ -164,6 +164,7 @@ class HubState:
         self.commits_made: list[tuple[str, str, list[str]]] = []  # (repo_type, repo_id, paths the commit touched)
         self.validated_yaml: list[str] = []
         self.tokens_seen: set[str] = set()
+        self.failures: dict[str, int] = {}  # route handler name -> HTTP status of its next answer (one shot)
         self._counter = 0
 
     def next_sha(self, *parts: str) -> str:
@@ -218,6 +219,11 @@ class HubServer:
             if path not in commit.files:
                 raise KeyError(f"{repo_type} {repo_id}: no file {path!r}")
             commit.files[path] = replace(commit.files[path], data=data)
+
+    def fail_next(self, route: str, status: int = 500) -> None:
+        """Make the next request to `route` (a handler name: "commit", "lfs_put", ...) fail, as an interruption."""
+        with self.state.lock:
+            self.state.failures[route] = status
 
     def forget(self, repo_id: str, path: str, repo_type: str = "model", branch: str = "main") -> None:
         """Remove `path` from the head of `branch` without a commit (a file lost by the storage)."""
@@ -295,6 +301,10 @@ class _Handler(BaseHTTPRequestHandler):
             if match and route_method == method:
                 args = {key: unquote(value) for key, value in match.groupdict().items() if value is not None}
                 try:
+                    with self.state.lock:
+                        status = self.state.failures.pop(name, None)
+                    if status is not None:
+                        raise HubError(status, f"injected failure of {name}")
                     getattr(self, f"h_{name}")(**args)
                 except HubError as err:
                     self._error(err)

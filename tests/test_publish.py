@@ -218,7 +218,10 @@ def test_verify_passes_then_names_tampered_and_missing_files(published, hub_serv
     weights = "vision/pretraining/vit_sup_seed_0_optim_adamw/checkpoint_000001/model.safetensors"
     table = "data/checkpoints.parquet"
     config = "language/pretraining/lm_seed_0/checkpoint_000002/config.json"
-    originals = {weights: hub_server.read(MODELS, weights), table: hub_server.read(REPO, table, "dataset")}
+    twin = "vision/pretraining/vit_con_seed_1_optim_sgd/checkpoint_000002/preprocessor_config.json"  # 11 identical
+    originals = {weights: hub_server.read(MODELS, weights), table: hub_server.read(REPO, table, "dataset"),
+                 twin: hub_server.read(MODELS, twin)}
+    assert sum(e.data == originals[twin] for e in hub_server.files(MODELS).values()) == 12
     kept = hub_server.files(MODELS)[config]
     try:
         flipped = bytearray(originals[weights])
@@ -226,8 +229,10 @@ def test_verify_passes_then_names_tampered_and_missing_files(published, hub_serv
         hub_server.tamper(MODELS, weights, bytes(flipped))
         hub_server.tamper(REPO, table, originals[table][:-1] + b"\0", "dataset")
         hub_server.forget(MODELS, config)
+        hub_server.tamper(MODELS, twin, originals[twin].replace(b"8", b"9", 1))
         code, out, _ = run(capsys, "verify", REPO)
     finally:
+        hub_server.tamper(MODELS, twin, originals[twin])
         hub_server.tamper(MODELS, weights, originals[weights])
         hub_server.tamper(REPO, table, originals[table], "dataset")
         with hub_server.state.lock:
@@ -235,11 +240,12 @@ def test_verify_passes_then_names_tampered_and_missing_files(published, hub_serv
             repo.commits[repo.branches["main"]].files[config] = kept
     assert code == 1
     problems = [line for line in out.splitlines() if "problem(s)" not in line]
-    assert len(problems) == 3, out
+    assert len(problems) == 4, out
     assert any(f"model repo {MODELS}: {weights}: sha256" in line for line in problems)
     assert any(f"dataset repo {REPO}: {table}: sha256" in line for line in problems)
     assert any(f"model repo {MODELS}: {config}: missing" in line for line in problems)
-    assert "3 problem(s): FAILED" in out
+    assert any(f"model repo {MODELS}: {twin}: sha256" in line for line in problems)
+    assert "4 problem(s): FAILED" in out
     assert run(capsys, "verify", REPO)[0] == 0
 
 
@@ -301,6 +307,35 @@ def test_republish_uploads_only_what_changed(zoo, hub_server, tmp_path, capsys):
     assert load_dataset(repo, "checkpoints", split="train").num_rows == 21
     assert run(capsys, "verify", repo)[0] == 0
 
+    # a member gone from the zoo is gone from the repos: the publisher's folders mirror the zoo
+    shutil.rmtree(new.path)
+    assert main(["publish", str(root), "--repo-id", repo]) == 0
+    assert not [p for p in hub_server.files(f"{repo}-models") if p.startswith(new.relpath)]
+    assert load_dataset(repo, "members", split="train").num_rows == 6
+    assert run(capsys, "verify", repo)[0] == 0
+
+
+def test_interrupted_push_resumes_without_reuploading(zoo, hub_server, capsys):
+    repo = "org/interrupted"
+    state = hub_server.state
+    hub_server.fail_next("commit")
+    code, _, err = run(capsys, "publish", str(zoo), "--repo-id", repo)
+    assert code == 2 and f"push to model repo {repo}-models" in err
+    uploaded = state.lfs_uploads[:]
+    weights = {e["sha256"] for e in _manifest_of_zoo(zoo) if e["path"].endswith(".safetensors")}
+    assert weights <= set(uploaded)  # the checkpoints went up before the commit failed
+    assert set(hub_server.files(f"{repo}-models")) == {".gitattributes"}
+
+    code, out, err = run(capsys, "publish", str(zoo), "--repo-id", repo)
+    assert code == 0, err[-3000:]
+    assert not set(state.lfs_uploads[len(uploaded):]) & weights  # nothing uploaded twice
+    code, out, err = run(capsys, "verify", repo)
+    assert code == 0, (out, err[-3000:])
+
+
+def _manifest_of_zoo(zoo: Path) -> list[dict]:
+    return [{"path": path, "sha256": sha} for path, sha in publishable_files(zoo).items()]
+
 
 def test_local_dir_writes_both_repos_without_network(zoo, hub_server, tmp_path, capsys):
     requests = len(hub_server.state.requests)
@@ -360,6 +395,15 @@ def test_branch_revision_and_bad_input(zoo, hub_server, tmp_path, capsys):
     rows = load_dataset("org/branchy", "checkpoints", split="train", revision="dev")
     assert set(rows["model_repo"]) == {"org/branchy-weights"}
     assert set(rows["revision"]) == {hub_server.head("org/branchy-weights", branch="dev")}
+
+    from huggingface_hub import HfApi
+
+    from zoo.publish import publish
+
+    with pytest.raises(ValueError, match=r"^push to model repo org/unreachable-models: .*") as err:
+        publish(zoo, "org/unreachable", api=HfApi(endpoint="http://127.0.0.1:9"))
+    assert "\n" not in str(err.value)
+    assert not list(zoo.glob(".publish_staging.*"))  # the staging folder is cleaned up
 
     for argv, needle in (
         (["publish", str(zoo), "--repo-id", "no-namespace"], "'no-namespace': expected <namespace>/<name>"),
@@ -430,3 +474,20 @@ def test_hub_server_errors_ranges_and_paths_info(published, hub_server):
                           headers={"Authorization": f"Bearer {os.environ['HF_TOKEN']}"})
     assert created.status_code == 409
     assert httpx2.post(f"{hub_server.url}/api/repos/create", json={"name": "x", "type": "model"}).status_code == 401
+
+
+def test_weights_shards_and_local_dataset_folder_load(zoo, hub_server, tmp_path, monkeypatch):
+    from datasets import load_dataset
+
+    import zoo.publish as publish
+
+    monkeypatch.setattr(publish, "WEIGHTS_SHARD_BYTES", 1)  # one checkpoint per shard
+    publish.publish(zoo, REPO, local_dir=tmp_path, with_weights=True)
+    shards = sorted((tmp_path / "dataset/data/weights").glob("*.parquet"))
+    assert len(shards) == 18
+    card = card_metadata((tmp_path / "dataset/README.md").read_text())
+    paths = next(c for c in card["configs"] if c["config_name"] == "weights")["data_files"][0]["path"]
+    assert paths == [f"data/weights/{p.name}" for p in shards]
+    rows = load_dataset(str(tmp_path / "dataset"), "weights", split="train")
+    ckpts = load_dataset(str(tmp_path / "dataset"), "checkpoints", split="train")
+    assert [(r["member_path"], r["epoch"]) for r in rows] == [(r["member_path"], r["epoch"]) for r in ckpts]
