@@ -1,0 +1,172 @@
+"""zoo analyze and zoo benchmark on a tiny zoo trained for real."""
+
+import json
+import math
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from small_zoo import shared_small_zoo
+
+from zoo import analysis, layout, soups
+from zoo.cli import main
+
+
+@pytest.fixture(scope="module")
+def small_zoo():
+    return shared_small_zoo()
+
+
+@pytest.fixture(scope="module")
+def report(small_zoo, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    assert main(["analyze", str(small_zoo["root"]), "--out", str(out)]) == 0
+    return out
+
+
+def table(out, name):
+    csv = pd.read_csv(out / "tables" / f"{name}.csv")
+    parquet = pd.read_parquet(out / "tables" / f"{name}.parquet")
+    assert len(csv) == len(parquet) and list(csv.columns) == list(parquet.columns)
+    return parquet
+
+
+def test_report_references_existing_files(report):
+    text = (report / "report.md").read_text()
+    links = re.findall(r"\]\(((?:figures|tables)/[^)]+)\)", text)
+    figures = [link for link in links if link.endswith(".png")]
+    tables = {link for link in links if link.endswith(".csv")}
+    for link in links:
+        assert (report / link).is_file(), link
+    for name in ("learning_curves", "final_metric_by_stage", "soups", "weight_l2_vision", "layer_norms",
+                 "distance_travelled"):
+        assert f"figures/{name}.png" in figures
+    assert any(f.startswith("figures/cka_") for f in figures)
+    for figure in figures:
+        assert (report / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("members", "curves", "factor_summary", "soups", "weight_pairs", "weight_summary", "layer_norms",
+                 "distance_travelled", "behaviour_pairs"):
+        assert f"tables/{name}.csv" in tables and (report / "tables" / f"{name}.parquet").is_file()
+
+
+def test_performance_tables(report, small_zoo):
+    members = table(report, "members")
+    assert len(members) == 5 and set(members.stage) == {"pretraining", "finetuning"}
+    child = small_zoo["children"][0]
+    row = members[members.member == child.relpath].iloc[0]
+    assert row.final_metric == pytest.approx(child.last_result["test_acc"])
+    assert row["mode"] == "vit-supervised" and row.factor_head == "mlp"
+    assert len(table(report, "curves")) == 3 + 4 * 4  # parent epochs 0..2, children 0..3
+    factors = table(report, "factor_summary")
+    heads = factors[(factors.factor == "head")].set_index("value")
+    assert heads.loc["mlp", "count"] == 3 and heads.loc["linear", "count"] == 1
+
+
+def test_soup_table(report, small_zoo):
+    soup_rows = table(report, "soups")
+    assert len(soup_rows) == 1
+    row = soup_rows.iloc[0]
+    assert row.parent == small_zoo["parent"].relpath and row.children == 4 and row.souped == 3
+    assert row.greedy_soup_val_acc >= row.best_ingredient_val_acc
+    for column in ("best_ingredient_test_acc", "uniform_soup_test_acc", "greedy_soup_test_acc", "epoch_avg_test_acc"):
+        assert 0 <= row[column] <= 1
+    assert "linear" in row.note
+
+
+def test_weight_tables(report, small_zoo):
+    pairs = table(report, "weight_pairs")
+    n = 5
+    assert len(pairs) == n * (n - 1) // 2
+    assert (pairs.l2 > 0).all() and ((pairs.cosine > 0) & (pairs.cosine <= 1 + 1e-9)).all()
+    assert set(table(report, "weight_summary").relation) == {"same parent", "parent-child"}
+    travel = table(report, "distance_travelled")
+    assert len(travel) == 4 * 4
+    start = travel[travel.epoch == 0]
+    assert np.allclose(start.distance, 0.0)  # children start from the parent's backbone (keys mapped)
+    assert (travel[travel.epoch == 3].distance > 0).all()
+    norms = table(report, "layer_norms")
+    assert {"embeddings", "layer.0", "layer.1", "layernorm", "classifier"} <= set(norms.layer)
+    assert len(norms[(norms.member == small_zoo["children"][0].relpath)].epoch.unique()) == 4
+
+
+def test_behaviour_table(report, small_zoo):
+    pairs = table(report, "behaviour_pairs")
+    assert len(pairs) == 4 * 3 // 2  # the four children share the digits test split; the parent is on MNIST
+    assert ((pairs.agreement >= 0) & (pairs.agreement <= 1)).all()
+    assert ((pairs.cka > 0) & (pairs.cka <= 1 + 1e-9)).all()
+    assert (pairs.examples == 96).all()
+
+
+def test_gram_distances_match_direct_computation(small_zoo):
+    parent, children = small_zoo["parent"], small_zoo["children"]
+    checkpoints = [children[0].checkpoint_dir(), children[0].checkpoint_dir(), children[1].checkpoint_dir(),
+                   parent.checkpoint_dir()]
+    keys = analysis.shared_keys(checkpoints, backbone=True)
+    assert "encoder.layer.0.attention.attention.query.weight" in keys  # `vit.` prefix mapped
+    assert not any(k.startswith("classifier") for k in keys)
+    dist, cosine = analysis.gram_to_pairwise(analysis.weight_gram(checkpoints, keys))
+    assert dist[0, 1] == pytest.approx(0.0, abs=1e-6) and cosine[0, 1] == pytest.approx(1.0)
+    assert np.allclose(np.diag(dist), 0) and np.allclose(dist, dist.T)
+    a = soups.read_weights(checkpoints[0])
+    b = soups.read_weights(checkpoints[2])
+    direct = math.sqrt(sum(float(np.sum((a[f"vit.{k}"].astype(np.float64) - b[f"vit.{k}"]) ** 2)) for k in keys))
+    assert dist[0, 2] == pytest.approx(direct, rel=1e-6)
+    va = np.concatenate([a[f"vit.{k}"].ravel() for k in keys]).astype(np.float64)
+    vb = np.concatenate([b[f"vit.{k}"].ravel() for k in keys]).astype(np.float64)
+    assert cosine[0, 2] == pytest.approx(va @ vb / np.linalg.norm(va) / np.linalg.norm(vb), rel=1e-6)
+
+
+def test_linear_cka(small_zoo):
+    tasks = soups.TaskCache()
+    member = small_zoo["children"][0]
+    out = soups.run_model(soups.load_model(member.checkpoint_dir()), tasks.get(member), "test", features=True)
+    features = out["features"]
+    assert features.shape == (96, 64)
+    assert analysis.linear_cka(features, features) == pytest.approx(1.0)
+    rotation, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(64, 64)))
+    assert analysis.linear_cka(features, 3.0 * features @ rotation) == pytest.approx(1.0)
+    noise = np.random.default_rng(1).normal(size=features.shape)
+    assert analysis.linear_cka(features, noise) < 0.9
+
+
+def test_max_members_caps_pairs(small_zoo, tmp_path):
+    assert main(["analyze", str(small_zoo["root"]), "--out", str(tmp_path), "--max-members", "3"]) == 0
+    assert len(pd.read_csv(tmp_path / "tables" / "weight_pairs.csv")) == 3
+    assert len(pd.read_csv(tmp_path / "tables" / "behaviour_pairs.csv")) == 3
+
+
+def test_analyze_bad_input(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["analyze", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
+    assert "no zoo members" in capsys.readouterr().err
+    assert main(["analyze", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+def test_benchmark_predict_accuracy(small_zoo, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["benchmark", str(small_zoo["root"]), "--task", "predict-accuracy", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["members"] == 4 and result["checkpoints"] == 16 and result["folds"] == 4
+    assert math.isfinite(result["r2"]) and math.isfinite(result["kendall_tau"]) and -1 <= result["kendall_tau"] <= 1
+    assert "r2" in capsys.readouterr().out
+
+
+def test_benchmark_predict_factor(small_zoo, capsys):
+    result = analysis.benchmark(small_zoo["root"], "predict-factor", factor="head")
+    assert result["classes"] == ["linear", "mlp"]
+    assert 0 <= result["accuracy"] <= 1 and result["majority_accuracy"] == pytest.approx(0.75)
+    assert main(["benchmark", str(small_zoo["root"]), "--task", "predict-factor"]) == 2  # optimizer: all adamw
+    assert "one value" in capsys.readouterr().err
+
+
+def test_benchmark_refuses_too_few_members(small_zoo, tmp_path, capsys):
+    root = tmp_path / "zoo"
+    for member in small_zoo["children"][:2]:
+        shutil.copytree(member.path, root / member.relpath)
+    assert len(layout.scan_members(root)) == 2
+    assert main(["benchmark", str(root), "--task", "predict-accuracy"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "too few" in err[0] and str(root) in err[0]
