@@ -419,8 +419,8 @@ class MemberInfo:
                 problems.append(f"{self.path / RESULTS}: no line for epoch {epoch}")
         for row in self.results:
             for key, value in row.items():
-                if isinstance(value, float) and math.isnan(value) and key.endswith("loss"):
-                    problems.append(f"{self.path / RESULTS}: {key} is NaN at epoch {row['epoch']}")
+                if isinstance(value, float) and not math.isfinite(value) and key.endswith("loss"):
+                    problems.append(f"{self.path / RESULTS}: {key} is {value} at epoch {row['epoch']}")
         return problems
 
     def is_complete(self) -> bool:

@@ -253,8 +253,9 @@ class MemberWriter(TrainerCallback):
         stats = self.trainer.pop_epoch_stats()
         test = {f"test_{k.split('_', 1)[1]}": v for k, v in (metrics or {}).items() if "_" in k}
         self._write(epoch, state.global_step, stats, test, kwargs["model"], state)
-        if stats and not math.isfinite(stats["loss"]):
-            raise TrainingDiverged(f"training loss is {stats['loss']} at epoch {epoch}")
+        for key, value in (("training", stats.get("loss")), ("test", test.get("test_loss"))):
+            if value is not None and not math.isfinite(value):
+                raise TrainingDiverged(f"{key} loss is {value} at epoch {epoch}")
 
     def _ckpt(self, epoch: int) -> Path:
         return self.member_dir / layout.checkpoint_name(epoch)
