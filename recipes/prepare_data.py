@@ -1,6 +1,6 @@
 """Write a preprocessed `datasets` dump (save_to_disk) that a config then uses with `dataset_dump: <folder>`.
 
-    python recipes/prepare_data.py vit-pretrain --config recipes/configs/vision/pretrain_supervised_tiny.yaml --dump out/mnist
+    python recipes/prepare_data.py vit-pretrain --config <yaml> --dump out/mnist
     python recipes/prepare_data.py lm-finetune --config ... --pretrained <checkpoint> --dump out/rt
 
 This replaces the original zoo's `torch.save` dumps: Arrow files, memory-mapped, no pickles.
