@@ -2,9 +2,11 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -155,3 +157,35 @@ def test_a_failing_member_is_recorded_and_the_rest_go_on(tmp_path):
     assert rows["0.001"]["state"] == "complete"
     assert rows["1e+38"]["state"] == "failed"
     assert rows["1e+38"]["error"] and "Error" in rows["1e+38"]["error"]
+
+
+def test_generate_on_a_two_node_ray_cluster(tmp_path):
+    """A real local cluster: a head and a second node started with `ray start`, joined by --ray-address."""
+    ray = str(Path(sys.executable).parent / "ray")
+    # a loopback-only test cluster: no token authentication between its processes
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "disabled"}
+    port = 20000 + os.getpid() % 20000
+    temp = tempfile.mkdtemp(prefix="ray-")
+    try:
+        subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+                        "--node-ip-address=127.0.0.1", f"--temp-dir={temp}", "--disable-usage-stats"], check=True, capture_output=True, env=env)
+        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", '--resources={"second": 1}',
+                        "--node-ip-address=127.0.0.1", "--disable-usage-stats"], check=True, capture_output=True, env=env)
+        spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__grid={"seed": [1, 2]},
+                          vision__pretraining__fixed={"num_train_epochs": 1, "max_train_samples": 128,
+                                                      "max_eval_samples": 64})
+        data = yaml.safe_load(spec.read_text())
+        del data["vision"]["finetuning"]
+        spec.write_text(yaml.safe_dump(data))
+        zoo_dir = tmp_path / "zoo"
+        result = subprocess.run([sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir),
+                                 "--ray-address", f"127.0.0.1:{port}"], cwd=ROOT, capture_output=True, text=True,
+                                env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        members = layout.scan_members(zoo_dir)
+        assert len(members) == 2 and all(m.state == "complete" for m in members)
+        nodes = {m.config["provenance"]["ray_node_id"] for m in members}
+        assert len(nodes) == 2  # one CPU per node and per member: each node trained one member
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env)
+        shutil.rmtree(temp, ignore_errors=True)

@@ -230,7 +230,7 @@ def _make_trainer_class():
             member_dir = zoo_dir / plan.relpath()
             args = self.run.args.with_params({k: v for k, v in plan.params.items()
                                               if k not in ("pretrained", "output_dir")})
-            writer = self.run.prepare_member(args, member_dir)
+            writer = self.run.prepare_member(args, member_dir, _provenance())
             args.training.output_dir = str(layout.trainer_state_dir(zoo_dir, member_dir))
             args.training.disable_tqdm = True
             self.args = args.training
@@ -251,6 +251,21 @@ def _make_trainer_class():
             return output
 
     return PopulationTrainer
+
+
+def _provenance() -> dict[str, Any]:
+    """Where a trial ran: the Ray node and host (useful on a cluster)."""
+    import socket
+
+    info: dict[str, Any] = {"hostname": socket.gethostname()}
+    try:
+        import ray
+
+        context = ray.get_runtime_context()
+        info.update(ray_node_id=context.get_node_id(), ray_trial=context.get_actor_name())
+    except Exception:  # noqa: BLE001 - outside Ray there is nothing more to say
+        pass
+    return info
 
 
 def _run_stage(run, members: list[PlannedMember], zoo_dir: Path, resources: dict[str, float], name: str) -> None:

@@ -260,10 +260,12 @@ class MemberRun:
         return gpt2_for_classification(zoo.pretrained, self.data.num_labels, self.data.label_names,
                                        self.processing_class, zoo.freeze_encoder, model_args.attn_implementation)
 
-    def prepare_member(self, args: Arguments, member_dir: Path) -> MemberWriter:
+    def prepare_member(self, args: Arguments, member_dir: Path, provenance: dict | None = None) -> MemberWriter:
         """Write (or check) the member's config.json and return its writer; raises if it holds another config."""
         name = member_dir.name
         config = self.member_config(args, name)
+        if provenance:
+            config["provenance"] = provenance
         if layout.is_member_dir(member_dir):
             old = layout.read_member_config(member_dir)
             for key in sorted(set(old.get("recipe", {})) | set(config["recipe"])):
