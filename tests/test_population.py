@@ -167,10 +167,11 @@ def test_generate_on_a_two_node_ray_cluster(tmp_path):
     port = 20000 + os.getpid() % 20000
     temp = tempfile.mkdtemp(prefix="ray-")
     try:
-        subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-                        "--node-ip-address=127.0.0.1", f"--temp-dir={temp}", "--disable-usage-stats"], check=True, capture_output=True, env=env)
-        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", '--resources={"second": 1}',
-                        "--node-ip-address=127.0.0.1", "--disable-usage-stats"], check=True, capture_output=True, env=env)
+        common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+        subprocess.run([ray, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}",
+                        *common], check=True, capture_output=True, env=env)
+        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", '--resources={"second": 1}', *common],
+                       check=True, capture_output=True, env=env)
         spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__grid={"seed": [1, 2]},
                           vision__pretraining__fixed={"num_train_epochs": 1, "max_train_samples": 128,
                                                       "max_eval_samples": 64})

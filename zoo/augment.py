@@ -12,7 +12,10 @@ from torch import nn
 
 
 def to_unit(pixels: torch.Tensor) -> torch.Tensor:
-    return pixels.float().div_(255.0) if pixels.dtype == torch.uint8 else pixels.float()
+    """0..255 integers (uint8 from Arrow, or int64 after a torch format) -> floats in [0, 1]."""
+    if pixels.dtype.is_floating_point:
+        return pixels.float()
+    return pixels.float().div_(255.0)
 
 
 def normalize(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:

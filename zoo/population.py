@@ -26,7 +26,7 @@ from zoo import layout
 from zoo.arguments import ConfigError, field_names, load_yaml, parse_config
 
 SPEC_KEYS = {"name", "description", "license", "resources", "vision", "language"}
-STAGE_KEYS = {"recipe", "config", "fixed", "grid", "groups", "from_checkpoint"}
+STAGE_KEYS = {"recipe", "config", "fixed", "grid", "groups", "from_checkpoint", "ranges", "optuna"}
 GROUP_KEYS = {"fixed", "grid"}
 DEVICE_KEYS = {"bf16", "fp16", "tf32", "bf16_full_eval", "fp16_full_eval", "torch_compile", "use_cpu"}
 RECIPES = {"vision": {"pretraining": "vit-pretrain", "finetuning": "vit-finetune"},
@@ -56,6 +56,21 @@ class StagePlan:
     points: list[tuple[dict[str, Any], list[str]]]  # per member: its values (group fixed + grid), its grid keys
     from_checkpoint: str | int = "last"
     members: list[PlannedMember] = field(default_factory=list)
+    ranges: dict[str, dict[str, Any]] = field(default_factory=dict)  # Optuna: key -> {low, high, log} | {choices}
+    optuna_trials: int = 0  # members sampled from `ranges` (0: use the grid)
+
+    def sample(self, trial) -> dict[str, Any]:
+        """An Optuna trial's values for this stage's ranges."""
+        params: dict[str, Any] = {}
+        for key, spec in self.ranges.items():
+            if "choices" in spec:
+                params[key] = trial.suggest_categorical(key, spec["choices"])
+            elif isinstance(spec["low"], int) and isinstance(spec["high"], int) and not spec.get("log"):
+                params[key] = trial.suggest_int(key, spec["low"], spec["high"])
+            else:
+                params[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]),
+                                                  log=bool(spec.get("log")))
+        return params
 
 
 # ---------------------------------------------------------------- the spec
@@ -131,8 +146,13 @@ def _load_stage(path: Path, modality: str, stage: str, section: dict[str, Any]) 
     if groups is not None and "grid" in section:
         raise ConfigError(f"{where}: give either grid or groups, not both")
     if groups is None:
-        groups = [{"grid": section.get("grid") or {}}]
-    if not isinstance(groups, list) or not groups:
+        if "grid" in section:
+            groups = [{"grid": section["grid"]}]
+        elif section.get("ranges"):
+            groups = []  # members are sampled from the ranges, none planned
+        else:
+            raise ConfigError(f"{where}: needs a grid, groups, or ranges (with --optuna)")
+    if not isinstance(groups, list) or (not groups and not section.get("ranges")):
         raise ConfigError(f"{where}.groups must be a non-empty list")
     points: list[tuple[dict[str, Any], list[str]]] = []
     for number, group in enumerate(groups):
@@ -147,7 +167,20 @@ def _load_stage(path: Path, modality: str, stage: str, section: dict[str, Any]) 
             raise ConfigError(f"{gwhere}.grid is empty")
         for point in _grid_points(group.get("grid") or {}, gwhere):
             points.append(({**group_fixed, **point}, list(point)))
-    return StagePlan(modality, stage, kind, base, points, section.get("from_checkpoint", "last"))
+    ranges = section.get("ranges") or {}
+    _check_config_keys(ranges, f"{where}.ranges")
+    for key, spec in ranges.items():
+        if not isinstance(spec, dict) or not ({"choices"} <= set(spec) or {"low", "high"} <= set(spec)):
+            raise ConfigError(f"{where}.ranges.{key} needs low and high (and optional log), or choices")
+        if "choices" in spec and not spec["choices"]:
+            raise ConfigError(f"{where}.ranges.{key}.choices is an empty list")
+    optuna = section.get("optuna") or {}
+    if optuna and not ranges:
+        raise ConfigError(f"{where}.optuna needs ranges to sample from")
+    if set(optuna) - {"n_trials"}:
+        raise ConfigError(f"{where}.optuna: unknown key {sorted(set(optuna) - {'n_trials'})[0]!r} (known: n_trials)")
+    return StagePlan(modality, stage, kind, base, points, section.get("from_checkpoint", "last"),
+                     ranges=ranges, optuna_trials=int(optuna.get("n_trials", 0)))
 
 
 def _arguments(kind: str, base: dict[str, Any], params: dict[str, Any], grid_keys: list[str]):
@@ -166,28 +199,36 @@ def _arguments(kind: str, base: dict[str, Any], params: dict[str, Any], grid_key
     return Arguments(*parse_config(parsed, defaults=KIND_DEFAULTS[kind])), config
 
 
+def plan_member(plan: StagePlan, point: dict[str, Any], grid_keys: list[str], parent: str | None) -> PlannedMember:
+    from zoo.runs import member_name
+
+    args, config = _arguments(plan.kind, plan.base, point, grid_keys)
+    if plan.stage == "finetuning":
+        args.zoo.pretrained = "parent"
+    return PlannedMember(plan.modality, plan.stage, plan.kind, member_name(plan.kind, args),
+                         {k: v for k, v in config.items() if k != "output_dir"}, parent,
+                         int(args.training.num_train_epochs))
+
+
 def plan_members(stages: list[StagePlan]) -> list[StagePlan]:
     """Fill every stage's `members`; finetuning stages get one member per (planned parent, grid point)."""
-    from zoo.runs import member_name
 
     by_modality: dict[str, list[PlannedMember]] = {}
     for plan in stages:
         plan.members = []
         parents = [None] if plan.stage == "pretraining" else [m.name for m in by_modality.get(plan.modality, [])]
         names: set[str] = set()
+        if plan.optuna_trials:  # sampled members are known only once sampled
+            continue
         for point, grid_keys in plan.points:
-            args, config = _arguments(plan.kind, plan.base, point, grid_keys)
-            if plan.stage == "finetuning":
-                args.zoo.pretrained = "parent"
-            name = member_name(plan.kind, args)
-            if name in names:
-                raise ConfigError(f"{plan.modality}.{plan.stage}: two grid points give the member name {name!r}; "
-                                  "add the differing key to name_factors")
-            names.add(name)
+            first = plan_member(plan, point, grid_keys, None)
+            if first.name in names:
+                raise ConfigError(f"{plan.modality}.{plan.stage}: two grid points give the member name "
+                                  f"{first.name!r}; add the differing key to name_factors")
+            names.add(first.name)
             for parent in parents:
-                plan.members.append(PlannedMember(plan.modality, plan.stage, plan.kind, name,
-                                                  {k: v for k, v in config.items() if k != "output_dir"},
-                                                  parent, int(args.training.num_train_epochs)))
+                plan.members.append(PlannedMember(first.modality, first.stage, first.kind, first.name, first.params,
+                                                  parent, first.epochs))
         if plan.stage == "pretraining":
             by_modality[plan.modality] = plan.members
     return stages
@@ -218,14 +259,20 @@ def _make_trainer_class():
     class PopulationTrainer(ZooTrainer):
         """A ZooTrainer whose `train(trial=...)` trains the trial's planned member into the zoo."""
 
-        def setup_population(self, run, plans: dict[str, PlannedMember], zoo_dir: str):
-            self.run, self.plans, self.zoo_dir = run, plans, zoo_dir
+        def setup_population(self, run, plans: dict[str, PlannedMember], zoo_dir: str,
+                             stage: StagePlan | None = None, parent: str | None = None):
+            self.run, self.plans, self.zoo_dir, self.stage_plan, self.parent = run, plans, zoo_dir, stage, parent
+
+        def _plan(self, trial) -> PlannedMember:
+            if isinstance(trial, dict):  # Ray: the grid names the member
+                return self.plans[trial["member"]]
+            values = self.stage_plan.sample(trial)  # Optuna: a member from the sampled values
+            return plan_member(self.stage_plan, values, list(values), self.parent)
 
         def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
             if trial is None or not hasattr(self, "plans"):
                 return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
-            params = trial if isinstance(trial, dict) else trial.params
-            plan = self.plans[params["member"]]
+            plan = self._plan(trial)
             zoo_dir = Path(self.zoo_dir)
             member_dir = zoo_dir / plan.relpath()
             args = self.run.args.with_params({k: v for k, v in plan.params.items()
@@ -268,26 +315,35 @@ def _provenance() -> dict[str, Any]:
     return info
 
 
-def _run_stage(run, members: list[PlannedMember], zoo_dir: Path, resources: dict[str, float], name: str) -> None:
-    from ray import tune
-
-    trainer_class = _make_trainer_class()
+def _population_trainer(run, plans: dict[str, PlannedMember], zoo_dir: Path, stage: StagePlan | None = None,
+                        parent: str | None = None):
     args = run.args
-    trainer = trainer_class(
+    splits = run.data.splits
+    trainer = _make_trainer_class()(
         model_init=lambda trial=None: run.build_model(args),
         args=args.training,
-        train_dataset=run.data.splits["train"],
-        eval_dataset=run.data.splits["test"],
+        train_dataset=splits["train"],
+        eval_dataset=splits["test"],
         data_collator=run.collator,
         processing_class=run.processing_class if run.modality == "language" else None,
         compute_metrics=run.trainer(args, None).compute_metrics,
         objective=run.objective(args),
-        train_eval_dataset=run.data.splits["train"].select(
-            range(min(len(run.data.splits["train"]), len(run.data.splits["test"])))),
+        train_eval_dataset=splits["train"].select(range(min(len(splits["train"]), len(splits["test"])))),
     )
+    trainer.setup_population(run, plans, str(zoo_dir.resolve()), stage, parent)
+    return trainer
+
+
+def _objective_value(metrics: dict[str, float]) -> float:
+    return float(metrics.get("eval_acc", -metrics.get("eval_loss", 0.0)))
+
+
+def _run_stage(run, members: list[PlannedMember], zoo_dir: Path, resources: dict[str, float], name: str) -> None:
+    """Train `members` as one Ray Tune grid search (one trial per member)."""
+    from ray import tune
+
     plans = {m.name: m for m in members}
-    trainer.setup_population(run, plans, str(zoo_dir.resolve()))
-    metric = "eval_acc"
+    trainer = _population_trainer(run, plans, zoo_dir)
     storage = _scratch_dir(zoo_dir)
     storage.mkdir(parents=True, exist_ok=True)
     try:
@@ -296,7 +352,7 @@ def _run_stage(run, members: list[PlannedMember], zoo_dir: Path, resources: dict
             backend="ray",
             n_trials=1,
             direction="maximize",
-            compute_objective=lambda metrics: float(metrics.get(metric, -metrics.get("eval_loss", 0.0))),
+            compute_objective=_objective_value,
             resources_per_trial=resources,
             storage_path=str(storage),
             name=name,
@@ -309,6 +365,22 @@ def _run_stage(run, members: list[PlannedMember], zoo_dir: Path, resources: dict
             raise
     finally:
         shutil.rmtree(storage / name, ignore_errors=True)
+
+
+def _run_optuna(run, plan: StagePlan, parent: str | None, zoo_dir: Path, n_trials: int, name: str) -> None:
+    """Sample members from the stage's ranges with Optuna (in this process), up to `n_trials` in all."""
+    trainer = _population_trainer(run, {}, zoo_dir, plan, parent)
+    folder = zoo_dir / layout.zoo_member_dir("", plan.modality, plan.stage, "x", parent).parent
+    left = n_trials - len([m for m in layout.scan_members(folder)] if folder.is_dir() else [])
+    if left <= 0:
+        return
+    study_dir = zoo_dir / ".optuna"
+    study_dir.mkdir(parents=True, exist_ok=True)
+    trainer.hyperparameter_search(
+        hp_space=plan.sample, backend="optuna", n_trials=left, direction="maximize",
+        compute_objective=_objective_value, storage=f"sqlite:///{study_dir.resolve() / 'studies.db'}",
+        study_name=name, load_if_exists=True, catch=(Exception,),
+    )
 
 
 class Progress:
@@ -379,11 +451,17 @@ def _init_ray(address: str | None) -> None:
 def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None = None,
              cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
              modalities: tuple[str, ...] = ("vision", "language"),
-             stages_wanted: tuple[str, ...] = ("pretraining", "finetuning")) -> list[layout.MemberInfo]:
+             stages_wanted: tuple[str, ...] = ("pretraining", "finetuning"),
+             optuna_trials: int | None = None) -> list[layout.MemberInfo]:
     """Train every planned member that is not complete yet; return the zoo's members."""
     from zoo.runs import Arguments, MemberRun
 
     spec, stages = load_spec(spec_path)
+    for plan in stages:
+        if optuna_trials and plan.ranges:
+            plan.optuna_trials = optuna_trials
+        if not plan.points and not plan.optuna_trials:
+            raise ConfigError(f"{plan.modality}.{plan.stage} has only ranges: give --optuna N or optuna.n_trials")
     plan_members(stages)
     zoo_dir = Path(zoo_dir)
     check_zoo_dir(zoo_dir, spec)
@@ -395,20 +473,11 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
     for plan in stages:
         if plan.modality not in modalities or plan.stage not in stages_wanted:
             continue
-        todo = [m for m in plan.members if not _complete(zoo_dir, m)]
-        if not todo:
-            continue
-        groups: dict[str | None, list[PlannedMember]] = {}
-        for member in todo:
-            groups.setdefault(member.parent, []).append(member)
-        for parent, members in groups.items():
+        for parent, members in _stage_work(zoo_dir, plan).items():
             base = dict(plan.base)
             if parent is not None:
-                parent_dir = zoo_dir / layout.zoo_member_dir("", plan.modality, "pretraining", parent)
-                if not layout.is_member_dir(parent_dir) or not layout.load_member(parent_dir).is_complete():
-                    print(f"zoo: skipping the finetuning of {parent}: the parent is not complete", file=sys.stderr)
-                    continue
-                parent_info = layout.load_member(parent_dir)
+                parent_info = layout.load_member(zoo_dir / layout.zoo_member_dir("", plan.modality, "pretraining",
+                                                                                 parent))
                 epoch = plan.from_checkpoint
                 epoch = parent_info.checkpoints[-1] if epoch == "last" else int(epoch)
                 base["pretrained"] = str(parent_info.checkpoint_dir(epoch))
@@ -416,10 +485,47 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
             base["disable_tqdm"] = True
             args = Arguments(*parse_config(base, defaults=_defaults(plan.kind)))
             run = MemberRun(plan.kind, args, base)
-            name = f"{plan.modality}-{plan.stage}" + (f"-{parent}" if parent else "")
-            with Progress(zoo_dir, members):
-                _run_stage(run, members, zoo_dir, resources, name[:100])
+            name = (f"{plan.modality}-{plan.stage}" + (f"-{parent}" if parent else ""))[:100]
+            if members:  # planned grid members, or sampled members left incomplete by an earlier run
+                with Progress(zoo_dir, members):
+                    _run_stage(run, members, zoo_dir, resources, name)
+            if plan.optuna_trials:
+                _run_optuna(run, plan, parent, zoo_dir, plan.optuna_trials, name)
     return layout.scan_members(zoo_dir)
+
+
+def _stage_work(zoo_dir: Path, plan: StagePlan) -> dict[str | None, list[PlannedMember]]:
+    """Per parent (None when pretraining): the members still to train. Finetuning waits for complete parents."""
+    if plan.stage == "pretraining":
+        parents: list[str | None] = [None]
+    else:
+        pretrained = zoo_dir / plan.modality / "pretraining"
+        found = layout.scan_members(pretrained) if pretrained.is_dir() else []
+        planned = {m.parent for m in plan.members}
+        parents = []
+        for member in found:
+            if plan.members and member.name not in planned:
+                continue
+            if member.is_complete():
+                parents.append(member.name)
+            else:
+                print(f"zoo: skipping the finetuning of {member.name}: the parent is not complete", file=sys.stderr)
+    work: dict[str | None, list[PlannedMember]] = {}
+    for parent in parents:
+        if plan.optuna_trials:  # resume sampled members that an earlier run left incomplete
+            folder = zoo_dir / layout.zoo_member_dir("", plan.modality, plan.stage, "x", parent).parent
+            members = []
+            for found_member in (layout.scan_members(folder) if folder.is_dir() else []):
+                if not found_member.is_complete():
+                    values = {k: found_member.config["recipe"][k] for k in plan.ranges}
+                    members.append(plan_member(plan, values, list(values), parent))
+        else:
+            points = plan.members if plan.stage == "pretraining" else [m for m in plan.members if m.parent == parent]
+            if plan.stage == "finetuning" and not plan.members:  # parents were sampled: expand the grid now
+                points = [plan_member(plan, point, keys, parent) for point, keys in plan.points]
+            members = [m for m in points if not _complete(zoo_dir, m)]
+        work[parent] = members
+    return work
 
 
 def _defaults(kind: str) -> dict[str, Any]:
@@ -502,8 +608,11 @@ def cli_generate(args) -> int:
     plan_members(stages)
     modalities = ("vision", "language") if args.modality == "all" else (args.modality,)
     stages_wanted = ("pretraining", "finetuning") if args.stage == "all" else (args.stage,)
-    if args.optuna:
-        raise ValueError("--optuna is not supported yet; use grids (see README)")
+    if args.optuna is not None:
+        if args.optuna < 1:
+            raise ValueError(f"--optuna must be >= 1, got {args.optuna}")
+        if not any(plan.ranges for plan in stages):
+            raise ValueError(f"--optuna {args.optuna}: the spec {args.spec} has no stage with `ranges` to sample")
     if args.dry_run:
         members = [m for plan in stages for m in plan.members
                    if m.modality in modalities and m.stage in stages_wanted]
@@ -517,7 +626,7 @@ def cli_generate(args) -> int:
         return 0
     zoo_dir = Path(args.zoo_dir)
     generate(args.spec, zoo_dir, args.ray_address, args.cpus_per_trial, args.gpus_per_trial, modalities,
-             stages_wanted)
+             stages_wanted, args.optuna)
     rows = status_rows(zoo_dir)
     print(format_table(rows))
     return 0 if all(row["state"] == "complete" for row in rows) else 1

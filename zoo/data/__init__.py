@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import Array3D, ClassLabel, Dataset, DatasetDict, Features, load_dataset, load_from_disk
 
 from zoo.data import embedded
 
@@ -206,7 +206,10 @@ def load_images(data_args, image_size: int, channels: int = 3, default: str = "e
         if images.ndim != 3:
             raise DataError(f"dataset {source!r} holds no images")
         pixels = resize_uint8(images, image_size, channels)
-        loaded = DatasetDict({"train": Dataset.from_dict({"pixel_values": pixels, "labels": labels})})
+        features = Features({"pixel_values": Array3D(shape=pixels.shape[1:], dtype="uint8"),
+                             "labels": ClassLabel(names=names)})
+        loaded = DatasetDict({"train": Dataset.from_dict({"pixel_values": pixels, "labels": labels},
+                                                         features=features)})
         splits = make_splits(loaded, data_args)
         splits.set_format("torch")
         return TaskData(splits, names, split_info(source, splits, data_args, image_size=image_size))
