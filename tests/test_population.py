@@ -190,3 +190,24 @@ def test_generate_on_a_two_node_ray_cluster(tmp_path):
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, env=env)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_optuna_samples_n_members_and_a_rerun_adds_none(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": "optuna", "vision": {"pretraining": {
+        "config": str(ROOT / "recipes/configs/vision/pretrain_supervised_tiny.yaml"),
+        "fixed": {"num_train_epochs": 1, "max_train_samples": 64, "max_eval_samples": 32},
+        "ranges": {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
+                   "weight_decay": {"choices": [0.0, 0.01]}},
+    }}}))
+    zoo_dir = tmp_path / "zoo"
+    command = [sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir)]
+    missing = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert missing.returncode == 2 and "--optuna" in missing.stderr
+    for _ in range(2):
+        result = subprocess.run([*command, "--optuna", "2"], cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-2000:]
+        members = layout.scan_members(zoo_dir)
+        assert len(members) == 2 and all(m.state == "complete" for m in members)
+    rates = [m.config["factors"]["learning_rate"] for m in members]
+    assert all(1e-4 <= rate <= 1e-2 for rate in rates) and rates[0] != rates[1]
