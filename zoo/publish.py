@@ -45,7 +45,9 @@ CARD = "README.md"
 SPEC = "spec.yaml"
 DATA_DIR = "data"
 PLOTS_DIR = "plots"
-TEMPLATES = Path(__file__).resolve().parent.parent / "hub_card"
+TEMPLATES = Path(__file__).resolve().parent.parent / "hub_card"  # the source tree; installed: zoo/hub_card
+if not TEMPLATES.is_dir():
+    TEMPLATES = Path(__file__).resolve().parent / "hub_card"
 DATASET_TEMPLATE = "dataset_card.md"
 MODEL_TEMPLATE = "model_card.md"
 DEFAULT_LICENSE = "apache-2.0"
