@@ -225,3 +225,56 @@ def test_bad_pretrained_paths(tmp_path, vit_parents, lm_parent):
         assert result.returncode == 2, result.stderr[-500:]
         assert needle in result.stderr.strip().splitlines()[-1]
         assert pretrained in result.stderr
+
+
+def test_local_datasets_with_named_columns(tmp_path, vit_parents, lm_parent):
+    """The path a user with Hub data takes: a `datasets` folder or files, PIL images, custom column names."""
+    import numpy as np
+    from datasets import ClassLabel, Dataset, Features, Image
+    from PIL import Image as PILImage
+
+    from zoo.data import embedded
+
+    images, labels, names = embedded.digits()
+    pictures = [PILImage.fromarray(image).convert("RGB") for image in images[:240]]
+    table = Dataset.from_dict({"img": pictures, "fine_label": labels[:240].tolist()},
+                              features=Features({"img": Image(), "fine_label": ClassLabel(names=names)}))
+    table.save_to_disk(str(tmp_path / "images"))
+    code = recipe_main("vit-finetune", ["--config", str(CONFIGS / "vision" / "finetune_tiny.yaml"),
+                                        "--pretrained", str(vit_parents["vit-supervised"].checkpoint_dir()),
+                                        "--dataset", str(tmp_path / "images"), "--image_column", "img",
+                                        "--label_column", "fine_label", "--output_dir", str(tmp_path / "ft"),
+                                        "--num_train_epochs", "1", "--disable_tqdm", "true"])
+    assert code == 0
+    member = only_member(tmp_path / "ft")
+    assert member.state == "complete"
+    assert member.config["data"]["source"] == str(tmp_path / "images")
+    assert sum(member.config["data"]["splits"].values()) == 240
+    # text: a folder of CSV files read by load_dataset, with a `sentence` column
+    (tmp_path / "text").mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["sentence,label"] + [f"{'great fun' if y else 'dull mess'} number {i},{y}"
+                                 for i, y in enumerate(rng.integers(0, 2, 200))]
+    (tmp_path / "text" / "train.csv").write_text("\n".join(rows))
+    code = recipe_main("lm-finetune", ["--config", str(CONFIGS / "language" / "finetune_tiny.yaml"),
+                                       "--pretrained", str(lm_parent.checkpoint_dir()), "--dataset",
+                                       str(tmp_path / "text"), "--text_column", "sentence", "--max_length", "32",
+                                       "--output_dir", str(tmp_path / "lmft"), "--num_train_epochs", "1",
+                                       "--disable_tqdm", "true"])
+    assert code == 0
+    assert only_member(tmp_path / "lmft").config["label_names"] == ["0", "1"]
+    bad = _run_cli("recipes/finetune_vit.py", "--config", "recipes/configs/vision/finetune_tiny.yaml",
+                   "--pretrained", str(vit_parents["vit-supervised"].checkpoint_dir()), "--dataset",
+                   str(tmp_path / "images"), "--image_column", "picture", "--output_dir", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "picture" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_accelerate_launch(tmp_path):
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    result = subprocess.run([accelerate, "launch", "--config_file", "recipes/accelerate_configs/cpu.yaml",
+                             "recipes/pretrain_lm.py", "--config", "recipes/configs/language/pretrain_tiny.yaml",
+                             "--output_dir", str(tmp_path), *SMALL_LM, "--num_train_epochs", "1"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    member = only_member(tmp_path)
+    assert member.state == "complete" and member.checkpoints == [0, 1]
