@@ -463,7 +463,7 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
         if not plan.points and not plan.optuna_trials:
             raise ConfigError(f"{plan.modality}.{plan.stage} has only ranges: give --optuna N or optuna.n_trials")
     plan_members(stages)
-    zoo_dir = Path(zoo_dir)
+    zoo_dir = Path(zoo_dir).resolve()  # trials run in Ray's own working folders: absolute paths only
     check_zoo_dir(zoo_dir, spec)
     zoo_dir.mkdir(parents=True, exist_ok=True)
     layout.write_zoo_file(zoo_dir, spec, spec_hash(spec), spec_path=str(spec_path))

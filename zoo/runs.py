@@ -132,6 +132,8 @@ class MemberRun:
         zoo = args.zoo
         if self.stage == "finetuning" and not zoo.pretrained:
             raise ConfigError("--pretrained is required: a parent member's checkpoint folder")
+        if zoo.pretrained:
+            zoo.pretrained = str(Path(zoo.pretrained).resolve())
         if self.kind == "vit-pretrain" and zoo.mode not in ("supervised", "contrastive"):
             raise ConfigError(f"mode {zoo.mode!r} is not one of supervised, contrastive")
         if zoo.head not in ("linear", "mlp"):
