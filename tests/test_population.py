@@ -104,9 +104,10 @@ def test_generate_kill_and_rerun(tmp_path):
     """Generate with Ray, SIGKILL the driver mid-way, rerun: exactly the planned members, all complete."""
     spec = write_spec(tmp_path / "spec.yaml")
     zoo_dir = tmp_path / "zoo"
-    command = [sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir)]
+    # a relative --zoo-dir, as a user types it (trials run in Ray's own working folders)
+    command = [sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", "zoo"]
     env = {**os.environ, "RAY_ADDRESS": ""}
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                             start_new_session=True)
     deadline = time.time() + 240
     parent_dir = zoo_dir / "vision" / "pretraining"
@@ -120,7 +121,7 @@ def test_generate_kill_and_rerun(tmp_path):
     subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True)
     rows = _status(zoo_dir)
     assert len(rows) == 3 and any(row["state"] != "complete" for row in rows)
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = _status(zoo_dir)
     assert [row["state"] for row in rows] == ["complete"] * 3
@@ -135,7 +136,7 @@ def test_generate_kill_and_rerun(tmp_path):
     assert not list(zoo_dir.rglob("optimizer.pt")) and not list(zoo_dir.rglob("params.json"))
     # a different spec in the same folder is refused before anything is trained
     other = write_spec(tmp_path / "other.yaml", vision__pretraining__grid={"seed": [5]})
-    refused = subprocess.run([*command[:4], str(other), "--zoo-dir", str(zoo_dir)], cwd=ROOT, capture_output=True,
+    refused = subprocess.run([*command[:4], str(other), "--zoo-dir", "zoo"], cwd=tmp_path, capture_output=True,
                              text=True)
     assert refused.returncode == 2 and "different spec" in refused.stderr
 
