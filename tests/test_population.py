@@ -55,7 +55,7 @@ def write_spec(path: Path, **changes) -> Path:
                 "config": str(ROOT / "recipes/configs/vision/finetune_tiny.yaml"),
                 "fixed": {"num_train_epochs": 2, "checkpoint_every": 1, "max_train_samples": 128,
                           "max_eval_samples": 64},
-                "grid": {"head": ["linear", "mlp"]},
+                "grid": {"optimizer": ["adamw", "sgd"]},
             },
         },
     }
@@ -91,7 +91,7 @@ def test_finetuning_is_planned_for_every_parent(tmp_path):
     finetuning = stages[1].members
     assert len(finetuning) == 6
     assert {m.parent for m in finetuning} == {m.name for m in stages[0].members}
-    assert all("head_" in m.name for m in finetuning)
+    assert all("_opt_" in m.name for m in finetuning)
 
 
 def _status(zoo_dir: Path) -> list[dict]:
@@ -131,6 +131,9 @@ def test_generate_kill_and_rerun(tmp_path):
         assert member.checkpoints == [0, 1, 2]
         assert [r["epoch"] for r in member.results] == [0, 1, 2]
     children = [m for m in members if m.stage == "finetuning"]
+    # each trial trains with its own grid values
+    assert sorted(m.config["recipe"]["optim"] for m in children) == ["adamw_torch", "sgd"]
+    assert all(m.config["recipe"]["optim"].startswith(m.factors["optimizer"]) for m in children)
     assert {m.config["parent"]["member"] for m in children} == {m.name for m in members if m.stage == "pretraining"}
     # Ray's scratch and the Trainer states are not left in the zoo
     assert not list(zoo_dir.rglob("optimizer.pt")) and not list(zoo_dir.rglob("params.json"))

@@ -441,7 +441,6 @@ def _init_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables off (verbose=0): the zoo shows its own progress
     if address:
         ray.init(address=address, log_to_driver=False)

@@ -91,6 +91,7 @@ class Arguments:
                     break
             else:
                 raise ConfigError(f"unknown config key {key!r}")
+        _apply_optimizer(out.training, out.zoo)  # `optimizer` decides the Trainer's `optim`
         return out
 
 
