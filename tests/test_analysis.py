@@ -170,3 +170,14 @@ def test_benchmark_refuses_too_few_members(small_zoo, tmp_path, capsys):
     assert main(["benchmark", str(root), "--task", "predict-accuracy"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "too few" in err[0] and str(root) in err[0]
+
+
+def test_factor_labels_tolerate_missing_values():
+    """A factor that only some members of a stage have (e.g. `head`) must not break the plots."""
+    import pandas as pd
+
+    from zoo.analysis import _as_labels
+
+    labels = _as_labels(pd.Series([0.001, None, float("nan"), "mlp"], dtype=object))
+    assert list(labels) == ["0.001", "none", "none", "mlp"]
+    assert sorted(set(labels)) == ["0.001", "mlp", "none"]

@@ -329,8 +329,9 @@ def performance_section(report: Report, members: list[layout.MemberInfo]) -> Non
         fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
         for ax, (stage, metric) in zip(axes[0], keys):
             part = done[(done.stage == stage) & (done.metric == metric)]
-            kinds = sorted(set(part.kind.astype(str)))
-            ax.boxplot([part[part.kind.astype(str) == k].final_metric for k in kinds], tick_labels=kinds)
+            kind_labels = _as_labels(part.kind)
+            kinds = sorted(set(kind_labels))
+            ax.boxplot([part[kind_labels == k].final_metric for k in kinds], tick_labels=kinds)
             ax.set_title(f"{stage}: final {metric}")
             ax.tick_params(axis="x", labelsize=7)
         report.figure("final_metric_by_stage", fig)
@@ -345,7 +346,7 @@ def performance_section(report: Report, members: list[layout.MemberInfo]) -> Non
             fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
             for ax, (stage, metric, factor) in zip(axes.ravel(), varied):
                 part = done[(done.stage == stage) & (done.metric == metric)]
-                values = part[f"factor_{factor}"].astype(str)
+                values = _as_labels(part[f"factor_{factor}"])
                 labels = sorted(set(values))
                 for x, label in enumerate(labels):
                     ys = part[values == label].final_metric
@@ -355,6 +356,14 @@ def performance_section(report: Report, members: list[layout.MemberInfo]) -> Non
             for ax in axes.ravel()[len(varied):]:
                 ax.axis("off")
             report.figure("final_metric_by_factor", fig)
+
+
+def _as_labels(column):
+    """Text labels of a column for plotting; missing values (None, NaN) read as 'none'."""
+    import pandas as pd
+
+    return column.map(lambda value: "none" if value is None or (not isinstance(value, str) and pd.isna(value))
+                      else str(value)).astype(object)
 
 
 def soups_section(report: Report, members: list[layout.MemberInfo], tasks: soups.TaskCache, batch_size: int,
