@@ -278,3 +278,23 @@ def test_accelerate_launch(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     member = only_member(tmp_path)
     assert member.state == "complete" and member.checkpoints == [0, 1]
+
+
+def test_prepare_data_dump_round_trip(tmp_path, vit_parents):
+    parent = str(vit_parents["vit-supervised"].checkpoint_dir())
+    dump = tmp_path / "digits"
+    result = _run_cli("recipes/prepare_data.py", "vit-finetune", "--config",
+                      "recipes/configs/vision/finetune_tiny.yaml", "--pretrained", parent, "--max_train_samples", "128",
+                      "--dump", str(dump))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (dump / "zoo_data.json").is_file() and (dump / "dataset_dict.json").is_file()
+    from zoo.data import load_dump
+
+    task = load_dump(dump)
+    assert len(task.splits["train"]) == 128 and task.label_names == [str(i) for i in range(10)]
+    assert task.splits["train"][0]["pixel_values"].dtype.name == "uint8"
+    code = recipe_main("vit-finetune", ["--config", str(CONFIGS / "vision" / "finetune_tiny.yaml"), "--pretrained",
+                                        parent, "--dataset_dump", str(dump), "--output_dir", str(tmp_path / "ft"),
+                                        "--num_train_epochs", "1", "--disable_tqdm", "true"])
+    assert code == 0
+    assert only_member(tmp_path / "ft").config["data"]["splits"]["train"] == 128

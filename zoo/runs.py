@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import AutoTokenizer, DataCollatorWithPadding, default_data_collator, set_seed
 
@@ -397,7 +398,7 @@ def prepare_data_main(argv: list[str]) -> int:
         run = MemberRun(kind, Arguments(model_args, data_args, zoo_args, training_args), raw)
         splits = run.data.splits
         if run.modality == "vision":  # Hub images are decoded lazily: materialise them as uint8 arrays
-            splits = splits.map(lambda batch: {k: v.numpy() for k, v in batch.items()}, batched=True,
+            splits = splits.map(lambda batch: {k: np.asarray(v) for k, v in batch.items()}, batched=True,
                                 remove_columns=list(next(iter(splits.values())).column_names), desc="decoding")
         save_dump(TaskData(splits, run.data.label_names, run.data.info), dump)
     except (ConfigError, DataError, CheckpointError, ValueError, FileNotFoundError) as err:

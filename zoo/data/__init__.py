@@ -137,13 +137,23 @@ def split_info(source: str, splits: DatasetDict, data_args, **extra: Any) -> dic
     return info
 
 
+def _set_pixel_format(splits: DatasetDict) -> None:
+    """Serve `pixel_values` as uint8 arrays (the torch/numpy formats widen integers to int64: 8x the bytes to copy
+    to the device); other columns stay as they are and the collator tensorises them."""
+    columns = splits["train"].column_names
+    if "pixel_values" in columns:
+        splits.set_format("numpy", columns=["pixel_values"], dtype=np.uint8, output_all_columns=True)
+    elif "attention_mask" not in columns:  # packed LM blocks; ragged text stays as lists for the padding collator
+        splits.set_format("numpy")
+
+
 def load_dump(path: str | Path) -> TaskData:
     path = Path(path)
     if not (path / DUMP_INFO).is_file():
         raise DataError(f"dataset_dump {path}: not a dump written by recipes/prepare_data.py (no {DUMP_INFO})")
     meta = json.loads((path / DUMP_INFO).read_text())
     splits = load_from_disk(str(path))
-    splits.set_format("torch")
+    _set_pixel_format(splits)
     return TaskData(splits, meta.get("label_names", []), meta.get("info", {}))
 
 
@@ -151,7 +161,7 @@ def save_dump(task: TaskData, path: str | Path) -> None:
     from zoo.layout import atomic_dir, atomic_write_json
 
     with atomic_dir(path) as tmp:
-        task.splits.save_to_disk(str(tmp))
+        task.splits.with_format(None).save_to_disk(str(tmp))
         atomic_write_json(tmp / DUMP_INFO, {"label_names": task.label_names, "info": task.info})
 
 
@@ -211,7 +221,7 @@ def load_images(data_args, image_size: int, channels: int = 3, default: str = "e
         loaded = DatasetDict({"train": Dataset.from_dict({"pixel_values": pixels, "labels": labels},
                                                          features=features)})
         splits = make_splits(loaded, data_args)
-        splits.set_format("torch")
+        _set_pixel_format(splits)
         return TaskData(splits, names, split_info(source, splits, data_args, image_size=image_size))
     first = loaded[data_args.train_split] if data_args.train_split in loaded else next(iter(loaded.values()))
     image_column = _pick_column(first, data_args.image_column, _IMAGE_COLUMNS, "image")
@@ -283,7 +293,7 @@ def load_lm_blocks(data_args, tokenizer, default: str = "embedded:bbcnews") -> T
     for name, split in packed.items():
         if len(split) == 0:
             raise DataError(f"split {name!r} has fewer than block_size={block} tokens")
-    packed.set_format("torch")
+    packed.set_format("numpy")
     return TaskData(packed, [], split_info(source, packed, data_args, block_size=block))
 
 
