@@ -154,31 +154,59 @@ def test_same_config_gives_bit_identical_weights(tmp_path):
     assert any((wa[k] != wc[k]).any() for k in wa)
 
 
-def test_kill_and_rerun_resumes(tmp_path):
-    """A real SIGKILL mid-training; the rerun resumes from the Trainer state instead of starting over."""
+def test_kill_and_rerun_resumes_bit_identically(tmp_path):
+    """A real SIGKILL mid-training; the rerun resumes from the Trainer state and ends with the same weights."""
     args = [sys.executable, str(ROOT / "recipes" / "pretrain_vit.py"), "--config",
             str(CONFIGS / "vision" / "pretrain_supervised_tiny.yaml"), *SMALL_VISION, "--num_train_epochs", "4",
-            "--max_train_samples", "384", "--output_dir", str(tmp_path)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            "--max_train_samples", "384"]
+    reference = tmp_path / "reference"
+    subprocess.run([*args, "--output_dir", str(reference)], check=True, capture_output=True)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([*args, "--output_dir", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:  # kill once the Trainer has saved epoch 2
-        if list((tmp_path / layout.TRAINER_STATE_DIR).rglob("checkpoint-12/trainer_state.json")):
+        if list((out / layout.TRAINER_STATE_DIR).rglob("checkpoint-12/trainer_state.json")):
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    member = only_member(tmp_path)
+    member = only_member(out)
     assert member.state == "incomplete"
     before = {row["epoch"]: row for row in member.results}
     assert 2 in before
-    subprocess.run(args, check=True, capture_output=True)
-    member = only_member(tmp_path)
+    subprocess.run([*args, "--output_dir", str(out)], check=True, capture_output=True)
+    member = only_member(out)
     assert member.state == "complete"
     after = {row["epoch"]: row for row in member.results}
     assert [after[e]["step"] for e in range(5)] == [0, 6, 12, 18, 24]
     for epoch in (0, 1, 2):  # epochs done before the kill are not trained again
         assert after[epoch] == before[epoch]
-    assert not (tmp_path / layout.TRAINER_STATE_DIR / member.name).exists()
+    assert not (out / layout.TRAINER_STATE_DIR / member.name).exists()
+    expected = only_member(reference)
+    for epoch in (3, 4):
+        wa, wb = weights(member.checkpoint_dir(epoch)), weights(expected.checkpoint_dir(epoch))
+        assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa), epoch
+
+
+def test_lm_resume_restores_every_weight(tmp_path):
+    """Trainer resume of a GPT-2 (renamed and tied weights) continues exactly where it stopped."""
+    from zoo.arguments import load_yaml, parse_config
+    from zoo.runs import Arguments, MemberRun
+
+    config = load_yaml(CONFIGS / "language" / "pretrain_tiny.yaml")
+    config.update(max_train_samples=20, max_eval_samples=10, vocab_size=256, block_size=32, num_train_epochs=2,
+                  save_total_limit=None, disable_tqdm=True, eval_strategy="no")
+    trainers = []
+    for name in ("a", "b"):
+        run_config = dict(config, output_dir=str(tmp_path / name))
+        args = Arguments(*parse_config(run_config))
+        trainers.append(MemberRun("lm-pretrain", args, run_config).trainer(args, None))
+    trainers[0].train()
+    steps = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "a").glob("checkpoint-*"))
+    trainers[1].train(resume_from_checkpoint=str(tmp_path / "a" / f"checkpoint-{steps[0]}"))
+    wa = load_file(str(tmp_path / "a" / f"checkpoint-{steps[-1]}" / "resume_model.safetensors"))
+    wb = load_file(str(tmp_path / "b" / f"checkpoint-{steps[-1]}" / "resume_model.safetensors"))
+    assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
 
 
 def _run_cli(*argv):

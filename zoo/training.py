@@ -9,6 +9,7 @@ atomic `checkpoint_0000XY/` folder.
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from transformers import Trainer, TrainerCallback
 
 from zoo import augment, layout
 from zoo.models import stock_model
+
+RESUME_WEIGHTS = "resume_model.safetensors"
 
 
 class TrainingDiverged(RuntimeError):
@@ -190,6 +193,30 @@ class ZooTrainer(Trainer):
         if prediction_loss_only:
             return loss.detach(), None, None
         return loss.detach(), predictions, labels
+
+    # Resumable state. transformers 5 renames weights between a model's modules and its saved files, and
+    # `Trainer._load_from_checkpoint` loads the saved names with `strict=False`: on resume every renamed weight
+    # (a ViT's or GPT-2's whole encoder) silently kept its fresh initialisation. The zoo's private Trainer state
+    # therefore stores the module's own names and loads them strictly.
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        if not self.is_in_train or state_dict is not None:
+            return super()._save(output_dir, state_dict)
+        from safetensors.torch import save_model
+
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        save_model(self.accelerator.unwrap_model(self.model), os.path.join(output_dir, RESUME_WEIGHTS))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None):
+        path = os.path.join(resume_from_checkpoint, RESUME_WEIGHTS)
+        if not os.path.isfile(path):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        from safetensors.torch import load_model
+
+        target = self.accelerator.unwrap_model(model if model is not None else self.model)
+        missing, unexpected = load_model(target, path, strict=True)
+        if missing or unexpected:
+            raise RuntimeError(f"{path}: does not match the model ({missing or unexpected})")
 
     def pop_epoch_stats(self) -> dict[str, float]:
         """Mean training loss and accuracy since the last call, summed over all processes (one host sync)."""
