@@ -215,3 +215,40 @@ def test_optuna_samples_n_members_and_a_rerun_adds_none(tmp_path):
         assert len(members) == 2 and all(m.state == "complete" for m in members)
     rates = [m.config["factors"]["learning_rate"] for m in members]
     assert all(1e-4 <= rate <= 1e-2 for rate in rates) and rates[0] != rates[1]
+
+
+def _trial_pids() -> list[int]:
+    """Process ids of running Ray Tune trials (function trainables run as `ray::ImplicitFunc.train`)."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if "ray::ImplicitFunc" in line]
+
+
+def test_kill_a_trial_and_rerun(tmp_path):
+    """SIGKILL one trial's worker: the rest of the population goes on; a rerun completes the killed member."""
+    spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__grid={"seed": [1, 2]},
+                      vision__pretraining__fixed={"num_train_epochs": 5, "checkpoint_every": 1,
+                                                  "max_train_samples": 768, "max_eval_samples": 64,
+                                                  "per_device_train_batch_size": 64})
+    data = yaml.safe_load(spec.read_text())
+    del data["vision"]["finetuning"]
+    spec.write_text(yaml.safe_dump(data))
+    zoo_dir = tmp_path / "zoo"
+    command = [sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir)]
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    killed = None
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and killed is None:
+        lines = [len(layout.read_results(p)) for p in (zoo_dir / "vision" / "pretraining").glob("*")]
+        pids = _trial_pids()
+        if lines and max(lines) >= 2 and pids:
+            killed = pids[0]
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.1)
+    assert killed is not None, "no trial was running"
+    assert proc.wait(timeout=300) == 1  # the driver finished the stage and reports an incomplete zoo
+    states = sorted(row["state"] for row in _status(zoo_dir))
+    assert states == ["complete", "incomplete"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [row["state"] for row in _status(zoo_dir)] == ["complete", "complete"]
