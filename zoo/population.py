@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from zoo import layout
 from zoo.arguments import ConfigError, field_names, load_yaml, parse_config
 
@@ -466,7 +464,8 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
     zoo_dir = Path(zoo_dir).resolve()  # trials run in Ray's own working folders: absolute paths only
     check_zoo_dir(zoo_dir, spec)
     zoo_dir.mkdir(parents=True, exist_ok=True)
-    layout.write_zoo_file(zoo_dir, spec, spec_hash(spec), spec_path=str(spec_path))
+    planned = [{"member": m.relpath(), "stage": m.stage, "epochs": m.epochs} for plan in stages for m in plan.members]
+    layout.write_zoo_file(zoo_dir, spec, spec_hash(spec), spec_path=str(Path(spec_path).resolve()), planned=planned)
     resources = dict(spec.get("resources") or {})
     resources = {"cpu": cpus_per_trial or resources.get("cpu", 1), "gpu": gpus_per_trial or resources.get("gpu", 0)}
     _init_ray(ray_address)
@@ -543,33 +542,13 @@ def _complete(zoo_dir: Path, member: PlannedMember) -> bool:
 
 
 def status_rows(zoo_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per planned member (from the zoo's spec) and per member found on disk."""
+    """One row per planned member (as recorded in zoo.json when generating) and per other member found on disk."""
     zoo_dir = Path(zoo_dir)
-    zoo_file = layout.read_zoo_file(zoo_dir)
-    planned: list[PlannedMember] = []
-    if zoo_file is not None:
-        spec_file = Path(tempfile.mkdtemp()) / "spec.yaml"
-        try:
-            spec_file.write_text(yaml.safe_dump(zoo_file["spec"]))
-            source = zoo_file.get("spec_path")
-            cwd = Path(source).parent if source and Path(source).exists() else Path.cwd()
-            old = Path.cwd()
-            os.chdir(cwd)
-            try:
-                _, stages = load_spec(Path(source).resolve() if source and Path(source).exists() else spec_file)
-                planned = [m for plan in plan_members(stages) for m in plan.members]
-            finally:
-                os.chdir(old)
-        except (ConfigError, OSError):
-            planned = []
-        finally:
-            shutil.rmtree(spec_file.parent, ignore_errors=True)
+    zoo_file = layout.read_zoo_file(zoo_dir) or {}
     found = {m.relpath: m for m in layout.scan_members(zoo_dir)} if zoo_dir.is_dir() else {}
-    rows = []
-    for plan in planned:
-        rows.append(_row(plan.relpath(), plan.stage, found.pop(plan.relpath(), None), plan.epochs))
-    for relpath, member in found.items():
-        rows.append(_row(relpath, member.stage, member, member.planned_epochs))
+    rows = [_row(p["member"], p["stage"], found.pop(p["member"], None), p["epochs"])
+            for p in zoo_file.get("planned", [])]
+    rows += [_row(relpath, member.stage, member, member.planned_epochs) for relpath, member in found.items()]
     return rows
 
 
