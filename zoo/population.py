@@ -602,6 +602,12 @@ def cli_generate(args) -> int:
             key = f"{member.modality}/{member.stage}"
             counts[key] = counts.get(key, 0) + 1
         print(f"{len(members)} members: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+        for plan in stages:
+            sampled = args.optuna or plan.optuna_trials
+            if plan.ranges and sampled and plan.modality in modalities and plan.stage in stages_wanted:
+                per_parent = " per parent" if plan.stage == "finetuning" else ""
+                print(f"plus {sampled} members{per_parent} sampled by Optuna in {plan.modality}/{plan.stage} "
+                      f"from ranges of {', '.join(plan.ranges)}")
         return 0
     zoo_dir = Path(args.zoo_dir)
     generate(args.spec, zoo_dir, args.ray_address, args.cpus_per_trial, args.gpus_per_trial, modalities,

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import transformers
 from transformers import AutoTokenizer, DataCollatorWithPadding, default_data_collator, set_seed
 
 try:  # transformers 5: the PIL/numpy processor (the default one needs torchvision)
@@ -222,8 +223,6 @@ class MemberRun:
     def member_config(self, args: Arguments, name: str) -> dict[str, Any]:
         epochs = int(args.training.num_train_epochs)
         recipe = {k: v for k, v in _jsonable(args.flat()).items() if k not in PLACE_KEYS}
-        import transformers
-
         return {
             "name": name,
             "modality": self.modality,
