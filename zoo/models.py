@@ -9,6 +9,7 @@ config's `zoo_head`; `load_member_model` rebuilds it.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,8 @@ def read_checkpoint_config(path: str | Path, expected: tuple[str, ...], recipe: 
 def vit_for_finetuning(pretrained: str | Path, num_labels: int, label_names: list[str], head: str,
                        head_hidden: int, freeze_encoder: bool) -> ViTForImageClassification:
     read_checkpoint_config(pretrained, ("vit",), "finetune_vit.py")
-    backbone = ViTModel.from_pretrained(str(pretrained), add_pooling_layer=False)
+    with _quiet_loading():  # the parent's head is dropped on purpose
+        backbone = ViTModel.from_pretrained(str(pretrained), add_pooling_layer=False)
     config = backbone.config
     config.num_labels = num_labels
     config.id2label = dict(enumerate(label_names))
@@ -154,6 +156,19 @@ def vit_for_finetuning(pretrained: str | Path, num_labels: int, label_names: lis
         for parameter in model.vit.parameters():
             parameter.requires_grad_(False)
     return model
+
+
+@contextmanager
+def _quiet_loading():
+    """Silence transformers' missing/unexpected-weights report for loads that drop or add a head on purpose."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 # ---------------------------------------------------------------- GPT-2
@@ -187,11 +202,12 @@ def build_gpt2(model_args, tokenizer, n_positions: int) -> GPT2LMHeadModel:
 def gpt2_for_classification(pretrained: str | Path, num_labels: int, label_names: list[str], tokenizer,
                             freeze_encoder: bool, attn_implementation: str = "sdpa") -> GPT2ForSequenceClassification:
     read_checkpoint_config(pretrained, ("gpt2",), "finetune_lm.py")
-    model = GPT2ForSequenceClassification.from_pretrained(
-        str(pretrained), num_labels=num_labels, id2label=dict(enumerate(label_names)),
-        label2id={name: i for i, name in enumerate(label_names)}, pad_token_id=tokenizer.pad_token_id,
-        attn_implementation=attn_implementation,
-    )
+    with _quiet_loading():  # the new `score` head is missing from the parent on purpose
+        model = GPT2ForSequenceClassification.from_pretrained(
+            str(pretrained), num_labels=num_labels, id2label=dict(enumerate(label_names)),
+            label2id={name: i for i, name in enumerate(label_names)}, pad_token_id=tokenizer.pad_token_id,
+            attn_implementation=attn_implementation,
+        )
     model.config.zoo_head = {"type": "linear", "hidden_size": None}
     if freeze_encoder:
         for parameter in model.transformer.parameters():
