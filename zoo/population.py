@@ -293,7 +293,14 @@ def _make_trainer_class():
                 raise
             if layout.load_member(member_dir).is_complete():
                 shutil.rmtree(args.training.output_dir, ignore_errors=True)
+            self._member_dir = str(member_dir)
             return output
+
+        def _tune_save_checkpoint(self, checkpoint_dir: str) -> None:
+            # Ray would copy the model and optimizer of every trial into its storage (GBs over a zoo); the member is
+            # already in the zoo and its resumable state in .trainer_state, so Ray keeps a pointer only.
+            pointer = {"member": getattr(self, "_member_dir", None)}
+            layout.atomic_write_json(Path(checkpoint_dir) / "member.json", pointer)
 
     return PopulationTrainer
 
