@@ -326,3 +326,15 @@ def test_prepare_data_dump_round_trip(tmp_path, vit_parents):
                                         "--num_train_epochs", "1", "--disable_tqdm", "true"])
     assert code == 0
     assert only_member(tmp_path / "ft").config["data"]["splits"]["train"] == 128
+
+
+def test_a_member_folder_made_with_another_config_is_refused(vit_parents):
+    member = vit_parents["vit-supervised"]
+    before = (member.path / "config.json").read_text()
+    result = _run_cli("recipes/pretrain_vit.py", "--config", "recipes/configs/vision/pretrain_supervised_tiny.yaml",
+                      *SMALL_VISION, "--output_dir", str(member.path.parent), "--label_smoothing", "0.3")
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert "label_smoothing=0.1" in last and "0.3" in last and str(member.path) in last
+    assert (member.path / "config.json").read_text() == before
+    assert layout.load_member(member.path).is_complete()

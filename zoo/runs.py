@@ -365,8 +365,15 @@ def recipe_main(kind: str, argv: list[str] | None = None) -> int:
         run = MemberRun(kind, args, raw)
         root = Path(training_args.output_dir)
         member_dir = root / run.member_name(args)
-        member = run.train_member(args, member_dir, root)
     except (ConfigError, DataError, CheckpointError, ValueError, FileNotFoundError) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted before training", file=sys.stderr)
+        return 130
+    try:  # errors while training keep their traceback (and are recorded in the member's error.json)
+        member = run.train_member(args, member_dir, root)
+    except ConfigError as err:  # the folder holds a member made from another config
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
