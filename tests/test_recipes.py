@@ -338,3 +338,16 @@ def test_a_member_folder_made_with_another_config_is_refused(vit_parents):
     assert "label_smoothing=0.1" in last and "0.3" in last and str(member.path) in last
     assert (member.path / "config.json").read_text() == before
     assert layout.load_member(member.path).is_complete()
+
+
+def test_trial_values_take_their_fields_types():
+    """Grid values arrive from YAML (where `1e-3` is text); a trial's arguments get the fields' types."""
+    from zoo.arguments import ConfigError, parse_config
+    from zoo.runs import Arguments
+
+    args = Arguments(*parse_config({"output_dir": "/tmp/unused"}))
+    trial = args.with_params({"learning_rate": "1e-3", "augment": "false", "seed": "3", "optimizer": "sgd"})
+    assert trial.training.learning_rate == 0.001 and trial.zoo.augment is False and trial.training.seed == 3
+    assert trial.training.optim == "sgd" and args.training.optim != "sgd"  # the base stays as it was
+    with pytest.raises(ConfigError, match="learning_rate"):
+        args.with_params({"learning_rate": "fast"})

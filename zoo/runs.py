@@ -89,12 +89,29 @@ class Arguments:
         for key, value in params.items():
             for part in (out.model, out.data, out.zoo, out.training):
                 if any(f.name == key for f in dataclasses.fields(part)):
-                    setattr(part, key, value)
+                    setattr(part, key, _coerce(getattr(part, key), value, key))
                     break
             else:
                 raise ConfigError(f"unknown config key {key!r}")
         _apply_optimizer(out.training, out.zoo)  # `optimizer` decides the Trainer's `optim`
         return out
+
+
+def _coerce(old: Any, value: Any, key: str) -> Any:
+    """A YAML value in the type of the field it replaces (PyYAML reads `1e-3` as text, for instance)."""
+    if not isinstance(value, str) or old is None or isinstance(old, str):
+        return value
+    try:
+        if isinstance(old, bool):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return value.lower() in ("true", "1", "yes")
+        if isinstance(old, (int, float)):
+            number = float(value)
+            return int(number) if isinstance(old, int) and number.is_integer() else number
+    except ValueError:
+        raise ConfigError(f"{key}: {value!r} is not a valid {type(old).__name__}") from None
+    return value
 
 
 def _apply_optimizer(training, zoo) -> None:
