@@ -39,8 +39,8 @@ class Objective:
     metric = "acc"  # the accuracy-like metric reported as train_<metric> / test_<metric>
     perplexity = False
 
-    def training_loss(self, model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(mean loss, number correct, number counted), all tensors on the device."""
+    def training_loss(self, model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | int]:
+        """(mean loss, number correct, number counted): tensors stay on the device, a count may be a plain int."""
         raise NotImplementedError
 
     def eval_step(self, model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -66,7 +66,7 @@ class ImageClassification(Objective):
         logits = model(pixel_values=augment.normalize(images, self.mean, self.std)).logits
         loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
         correct = (logits.argmax(-1) == targets.argmax(-1)).sum()
-        return loss, correct, torch.tensor(labels.shape[0], device=labels.device)
+        return loss, correct, labels.shape[0]
 
     def eval_step(self, model, inputs):
         images = augment.normalize(augment.to_unit(inputs["pixel_values"]), self.mean, self.std)
@@ -95,14 +95,14 @@ class Contrastive(Objective):
         n = images.shape[0]
         sim = z @ z.T / self.temperature
         sim.fill_diagonal_(float("-inf"))
-        positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(sim.device)
+        positives = torch.cat([torch.arange(n, 2 * n, device=sim.device), torch.arange(0, n, device=sim.device)])
         loss = F.cross_entropy(sim, positives)
         hits = sim.argmax(-1) == positives
         return loss, hits
 
     def training_loss(self, model, inputs):
         loss, hits = self._loss(model, inputs["pixel_values"])
-        return loss, hits.sum(), torch.tensor(hits.numel(), device=hits.device)
+        return loss, hits.sum(), hits.numel()
 
     def eval_step(self, model, inputs):
         device = inputs["pixel_values"].device
@@ -138,8 +138,7 @@ class SequenceClassification(Objective):
     def training_loss(self, model, inputs):
         logits = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).logits.float()
         loss = F.cross_entropy(logits, inputs["labels"])
-        return loss, (logits.argmax(-1) == inputs["labels"]).sum(), torch.tensor(logits.shape[0],
-                                                                                    device=logits.device)
+        return loss, (logits.argmax(-1) == inputs["labels"]).sum(), logits.shape[0]
 
     def eval_step(self, model, inputs):
         logits = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).logits.float()
@@ -177,13 +176,16 @@ class ZooTrainer(Trainer):
         self.member_writer = member_writer
         self.train_eval_dataset = train_eval_dataset
         self._epoch_sums: torch.Tensor | None = None
+        self._epoch_count: torch.Tensor | int = 0
         if member_writer is not None:
             member_writer.trainer = self
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, correct, count = self.zoo_objective.training_loss(model, inputs)
-        sums = torch.stack([loss.detach().float() * count, correct.float(), count.float()])
+        # running sums stay on the device (no host sync per step); a plain-int count costs no transfer at all
+        sums = torch.stack([loss.detach().float() * count, correct.float()])
         self._epoch_sums = sums if self._epoch_sums is None else self._epoch_sums + sums
+        self._epoch_count = self._epoch_count + count
         return (loss, None) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -220,12 +222,12 @@ class ZooTrainer(Trainer):
 
     def pop_epoch_stats(self) -> dict[str, float]:
         """Mean training loss and accuracy since the last call, summed over all processes (one host sync)."""
-        sums = self._epoch_sums
-        self._epoch_sums = None
+        sums, count = self._epoch_sums, self._epoch_count
+        self._epoch_sums, self._epoch_count = None, 0
         if sums is None:
             return {}
-        sums = self.accelerator.reduce(sums, reduction="sum").tolist()
-        loss_sum, correct, count = sums
+        sums = torch.cat([sums, torch.as_tensor(count, dtype=sums.dtype, device=sums.device).reshape(1)])
+        loss_sum, correct, count = self.accelerator.reduce(sums, reduction="sum").tolist()
         return {"loss": loss_sum / max(count, 1), "acc": correct / max(count, 1), "samples": int(count)}
 
 
