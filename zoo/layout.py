@@ -95,7 +95,8 @@ def planned_checkpoints(epochs: int, every: int) -> list[int]:
     return sorted({0, epochs, *range(every, epochs + 1, every)})
 
 
-def zoo_member_dir(zoo: str | Path, modality: str, stage: str, name: str, parent: str | None = None) -> Path:
+def zoo_stage_dir(zoo: str | Path, modality: str, stage: str, parent: str | None = None) -> Path:
+    """The folder of a stage's members: `<zoo>/<modality>/<stage>/[<parent>/]`."""
     if modality not in MODALITIES:
         raise LayoutError(f"modality must be one of {MODALITIES}, got {modality!r}")
     if stage not in STAGES:
@@ -103,9 +104,13 @@ def zoo_member_dir(zoo: str | Path, modality: str, stage: str, name: str, parent
     base = Path(zoo) / modality / stage
     if stage == "finetuning":
         if not parent:
-            raise LayoutError(f"finetuned member {name!r} needs its parent's name")
+            raise LayoutError("finetuned members need their parent's name")
         base = base / parent
-    return base / name
+    return base
+
+
+def zoo_member_dir(zoo: str | Path, modality: str, stage: str, name: str, parent: str | None = None) -> Path:
+    return zoo_stage_dir(zoo, modality, stage, parent) / name
 
 
 def trainer_state_dir(root: str | Path, member_dir: str | Path) -> Path:
@@ -385,7 +390,7 @@ class MemberInfo:
 
     @property
     def epochs_done(self) -> int:
-        return max((int(row["epoch"]) for row in self.results), default=-1) + 1 if self.results else 0
+        return max((int(row["epoch"]) + 1 for row in self.results), default=0)
 
     @property
     def last_result(self) -> dict[str, Any] | None:

@@ -57,15 +57,19 @@ def apply_init(model: nn.Module, scheme: str, std: float = 0.02) -> None:
                 nn.init.zeros_(module.bias)
 
 
+def _check_heads(model_args) -> None:
+    if model_args.hidden_size % model_args.num_attention_heads:
+        raise ValueError(f"hidden_size {model_args.hidden_size} is not a multiple of num_attention_heads "
+                         f"{model_args.num_attention_heads}")
+
+
 # ---------------------------------------------------------------- ViT
 
 
 def vit_config(model_args, num_labels: int = 0, label_names: list[str] | None = None) -> ViTConfig:
     if model_args.image_size % model_args.patch_size:
         raise ValueError(f"image_size {model_args.image_size} is not a multiple of patch_size {model_args.patch_size}")
-    if model_args.hidden_size % model_args.num_attention_heads:
-        raise ValueError(f"hidden_size {model_args.hidden_size} is not a multiple of num_attention_heads "
-                         f"{model_args.num_attention_heads}")
+    _check_heads(model_args)
     config = ViTConfig(
         image_size=model_args.image_size,
         patch_size=model_args.patch_size,
@@ -175,9 +179,7 @@ def _quiet_loading():
 
 
 def build_gpt2(model_args, tokenizer, n_positions: int) -> GPT2LMHeadModel:
-    if model_args.hidden_size % model_args.num_attention_heads:
-        raise ValueError(f"hidden_size {model_args.hidden_size} is not a multiple of num_attention_heads "
-                         f"{model_args.num_attention_heads}")
+    _check_heads(model_args)
     config = GPT2Config(
         vocab_size=len(tokenizer),
         n_positions=n_positions,

@@ -251,7 +251,7 @@ def _scratch_dir(zoo_dir: Path) -> Path:
 
 
 def _make_trainer_class():
-    from zoo.runs import last_trainer_checkpoint
+    from zoo.runs import train_prepared
     from zoo.training import MemberWriter, ZooTrainer
 
     class PopulationTrainer(ZooTrainer):
@@ -286,15 +286,8 @@ def _make_trainer_class():
             self.callback_handler.remove_callback(MemberWriter)
             self.callback_handler.add_callback(writer)
             writer.trainer, self.member_writer = self, writer
-            try:
-                output = super().train(resume_from_checkpoint=last_trainer_checkpoint(args.training.output_dir))
-            except Exception as err:
-                layout.record_failure(member_dir, f"{type(err).__name__}: {str(err).splitlines()[0][:500]}")
-                raise
-            if layout.load_member(member_dir).is_complete():
-                shutil.rmtree(args.training.output_dir, ignore_errors=True)
             self._member_dir = str(member_dir)
-            return output
+            return train_prepared(self, member_dir)  # calls train() without a trial: the stock Trainer.train
 
         def _tune_save_checkpoint(self, checkpoint_dir: str) -> None:
             # Ray would copy the model and optimizer of every trial into its storage (GBs over a zoo); the member is
@@ -375,7 +368,7 @@ def _run_stage(run, members: list[PlannedMember], zoo_dir: Path, resources: dict
 def _run_optuna(run, plan: StagePlan, parent: str | None, zoo_dir: Path, n_trials: int, name: str) -> None:
     """Sample members from the stage's ranges with Optuna (in this process), up to `n_trials` in all."""
     trainer = _population_trainer(run, {}, zoo_dir, plan, parent)
-    folder = zoo_dir / layout.zoo_member_dir("", plan.modality, plan.stage, "x", parent).parent
+    folder = layout.zoo_stage_dir(zoo_dir, plan.modality, plan.stage, parent)
     left = n_trials - len([m for m in layout.scan_members(folder)] if folder.is_dir() else [])
     if left <= 0:
         return
@@ -408,9 +401,10 @@ class Progress:
                 continue
             info = layout.load_member(path)
             epochs += min(info.epochs_done, plan.epochs + 1)
-            if info.state == "complete":
+            # a cheap look (no weight headers read every refresh); `zoo status` does the full check
+            if info.epochs_done > plan.epochs and set(info.planned_checkpoints) <= set(info.checkpoints):
                 done += 1
-            elif info.state == "failed":
+            elif info.error:
                 failed += 1
             elif info.results:
                 running += 1
@@ -519,7 +513,7 @@ def _stage_work(zoo_dir: Path, plan: StagePlan) -> dict[str | None, list[Planned
     work: dict[str | None, list[PlannedMember]] = {}
     for parent in parents:
         if plan.optuna_trials:  # resume sampled members that an earlier run left incomplete
-            folder = zoo_dir / layout.zoo_member_dir("", plan.modality, plan.stage, "x", parent).parent
+            folder = layout.zoo_stage_dir(zoo_dir, plan.modality, plan.stage, parent)
             members = []
             for found_member in (layout.scan_members(folder) if folder.is_dir() else []):
                 if not found_member.is_complete():

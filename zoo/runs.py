@@ -280,21 +280,23 @@ class MemberRun:
         return gpt2_for_classification(zoo.pretrained, self.data.num_labels, self.data.label_names,
                                        self.processing_class, zoo.freeze_encoder, model_args.attn_implementation)
 
+    def check_member_config(self, args: Arguments, member_dir: Path) -> dict[str, Any]:
+        """The member's config.json content; refuses a folder that holds a member trained with another config."""
+        config = self.member_config(args, member_dir.name)
+        if layout.is_member_dir(member_dir):
+            old = layout.read_member_config(member_dir).get("recipe", {})
+            for key in sorted(set(old) | set(config["recipe"])):
+                if key not in PLACE_KEYS and old.get(key) != config["recipe"].get(key):
+                    raise ConfigError(
+                        f"{member_dir} holds a member trained with {key}={old.get(key)!r}, not "
+                        f"{config['recipe'].get(key)!r}; remove it or choose another --output_dir")
+        return config
+
     def prepare_member(self, args: Arguments, member_dir: Path, provenance: dict | None = None) -> MemberWriter:
         """Write (or check) the member's config.json and return its writer; raises if it holds another config."""
-        name = member_dir.name
-        config = self.member_config(args, name)
+        config = self.check_member_config(args, member_dir)
         if provenance:
             config["provenance"] = provenance
-        if layout.is_member_dir(member_dir):
-            old = layout.read_member_config(member_dir)
-            for key in sorted(set(old.get("recipe", {})) | set(config["recipe"])):
-                if key in PLACE_KEYS:
-                    continue
-                if old.get("recipe", {}).get(key) != config["recipe"].get(key):
-                    raise ConfigError(
-                        f"{member_dir} holds a member trained with {key}={old.get('recipe', {}).get(key)!r}, not "
-                        f"{config['recipe'].get(key)!r}; remove it or choose another --output_dir")
         layout.clean_temporaries(member_dir)
         layout.write_member_config(member_dir, config)
         layout.clear_failure(member_dir)
@@ -320,23 +322,32 @@ class MemberRun:
 
     def train_member(self, args: Arguments, member_dir: Path, state_root: Path) -> layout.MemberInfo:
         """Train one member into `member_dir`, resuming from its Trainer state; skip it when already complete."""
-        if layout.is_member_dir(member_dir) and layout.load_member(member_dir).is_complete():
-            self.prepare_member(args, member_dir)  # still refuses a different config
-            logger.info("%s is complete; nothing to do", member_dir)
-            return layout.load_member(member_dir)
+        if layout.is_member_dir(member_dir):
+            member = layout.load_member(member_dir)
+            if member.is_complete():
+                self.check_member_config(args, member_dir)  # still refuses a different config
+                logger.info("%s is complete; nothing to do", member_dir)
+                return member
         writer = self.prepare_member(args, member_dir)
         args.training.output_dir = str(layout.trainer_state_dir(state_root, member_dir))
-        last = last_trainer_checkpoint(args.training.output_dir)
         trainer = self.trainer(args, writer)
-        try:
-            trainer.train(resume_from_checkpoint=last)
-        except Exception as err:
-            layout.record_failure(member_dir, f"{type(err).__name__}: {err}")
-            raise
-        member = layout.load_member(member_dir)
-        if member.is_complete() and trainer.is_world_process_zero():
-            shutil.rmtree(args.training.output_dir, ignore_errors=True)
-        return member
+        train_prepared(trainer, member_dir)
+        return layout.load_member(member_dir)
+
+
+def train_prepared(trainer, member_dir: Path):
+    """Train a trainer set up for one member: resume from its last complete Trainer state, record a failure in
+    the member, and drop the Trainer state once the member is complete."""
+    state_dir = trainer.args.output_dir
+    try:
+        output = trainer.train(resume_from_checkpoint=last_trainer_checkpoint(state_dir))
+    except Exception as err:
+        message = str(err).splitlines()[0][:500] if str(err) else ""
+        layout.record_failure(member_dir, f"{type(err).__name__}: {message}")
+        raise
+    if trainer.is_world_process_zero() and layout.load_member(member_dir).is_complete():
+        shutil.rmtree(state_dir, ignore_errors=True)
+    return output
 
 
 def member_name(kind: str, args: Arguments) -> str:
