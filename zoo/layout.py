@@ -396,6 +396,17 @@ class MemberInfo:
     def last_result(self) -> dict[str, Any] | None:
         return self.results[-1] if self.results else None
 
+    @property
+    def metric(self) -> str:
+        """The member's headline metric (a result.json key): `test_acc`, or `test_perplexity` for causal LMs."""
+        return str(self.config.get("metric") or "test_acc")
+
+    def final_metric(self) -> float | None:
+        """The headline metric at the member's last evaluated epoch (None before any evaluation): the one
+        definition used by status, analysis, soups and publishing."""
+        value = (self.last_result or {}).get(self.metric)
+        return None if value is None else float(value)
+
     def checkpoint_dir(self, epoch: int | str = "last") -> Path:
         if epoch == "last":
             if not self.checkpoints:
