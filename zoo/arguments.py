@@ -96,6 +96,7 @@ class ZooArguments:
     color_jitter: float = field(default=0.4, metadata={"help": "contrastive: colour jitter strength"})
     temperature: float = field(default=0.1, metadata={"help": "contrastive: InfoNCE temperature"})
     projection_dim: int = field(default=64, metadata={"help": "contrastive: projection output size"})
+    mlm_probability: float = field(default=0.15, metadata={"help": "masked LM: fraction of tokens masked"})
     pretrained: str | None = field(default=None, metadata={"help": "finetuning: a parent member's checkpoint"})
     head: str = field(default="linear", metadata={"help": "finetuning: linear or mlp"})
     head_hidden_size: int = field(default=128, metadata={"help": "finetuning: hidden size of the MLP head"})

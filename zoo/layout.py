@@ -113,6 +113,14 @@ def zoo_member_dir(zoo: str | Path, modality: str, stage: str, name: str, parent
     return zoo_stage_dir(zoo, modality, stage, parent) / name
 
 
+def zoo_root_of(member_dir: str | Path) -> Path | None:
+    """The zoo folder (the nearest parent holding zoo.json) of a member folder, or None outside a zoo."""
+    for folder in Path(member_dir).resolve().parents:
+        if (folder / ZOO_FILE).is_file():
+            return folder
+    return None
+
+
 def trainer_state_dir(root: str | Path, member_dir: str | Path) -> Path:
     """Where the Trainer's own resumable state of a member lives: outside the member folder."""
     root, member_dir = Path(root).resolve(), Path(member_dir).resolve()

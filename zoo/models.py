@@ -1,9 +1,9 @@
 """Stock Hugging Face models for zoo members, their initialisation schemes and heads.
 
 Every saved checkpoint is a stock class (`ViTForImageClassification`, `ViTModel`, `GPT2LMHeadModel`,
-`GPT2ForSequenceClassification`), so `AutoModel.from_pretrained` loads it with no code from this project.
-An MLP head is stored beside the stock weights (`classifier.0.*`, `classifier.2.*`) and described in the model
-config's `zoo_head`; `load_member_model` rebuilds it.
+`GPT2ForSequenceClassification`, `BertForMaskedLM`, `BertForSequenceClassification`), so `AutoModel.from_pretrained`
+loads it with no code from this project. An MLP head is stored beside the stock weights (`classifier.0.*`,
+`classifier.2.*`) and described in the model config's `zoo_head`; `load_member_model` rebuilds it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    BertForSequenceClassification,
     GPT2Config,
     GPT2ForSequenceClassification,
     GPT2LMHeadModel,
@@ -26,8 +29,7 @@ from transformers import (
 )
 from transformers.models.vit.modeling_vit import ViTPreTrainedModel
 
-INIT_SCHEMES = ("default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "normal")
-HEADS = ("linear", "mlp")
+from zoo.kinds import HEADS, INIT_SCHEMES
 
 
 class CheckpointError(ValueError):
@@ -84,11 +86,15 @@ def vit_config(model_args, num_labels: int = 0, label_names: list[str] | None = 
     )
     config._attn_implementation = model_args.attn_implementation
     if num_labels:
-        names = label_names or [str(i) for i in range(num_labels)]
-        config.num_labels = num_labels
-        config.id2label = dict(enumerate(names))
-        config.label2id = {name: i for i, name in enumerate(names)}
+        _set_labels(config, num_labels, label_names)
     return config
+
+
+def _set_labels(config, num_labels: int, label_names: list[str] | None) -> None:
+    names = label_names or [str(i) for i in range(num_labels)]
+    config.num_labels = num_labels
+    config.id2label = dict(enumerate(names))
+    config.label2id = {name: i for i, name in enumerate(names)}
 
 
 class ViTForSimCLR(ViTPreTrainedModel):
@@ -148,9 +154,7 @@ def vit_for_finetuning(pretrained: str | Path, num_labels: int, label_names: lis
     with _quiet_loading():  # the parent's head is dropped on purpose
         backbone = ViTModel.from_pretrained(str(pretrained), add_pooling_layer=False)
     config = backbone.config
-    config.num_labels = num_labels
-    config.id2label = dict(enumerate(label_names))
-    config.label2id = {name: i for i, name in enumerate(label_names)}
+    _set_labels(config, num_labels, label_names)
     config.architectures = ["ViTForImageClassification"]
     model = ViTForImageClassification(config)
     model.vit.load_state_dict(backbone.state_dict())
@@ -217,6 +221,46 @@ def gpt2_for_classification(pretrained: str | Path, num_labels: int, label_names
     return model
 
 
+# ---------------------------------------------------------------- BERT
+
+
+def build_bert(model_args, tokenizer, max_positions: int) -> BertForMaskedLM:
+    _check_heads(model_args)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=model_args.hidden_size,
+        num_hidden_layers=model_args.num_hidden_layers,
+        num_attention_heads=model_args.num_attention_heads,
+        intermediate_size=model_args.intermediate_size,
+        hidden_dropout_prob=model_args.hidden_dropout,
+        attention_probs_dropout_prob=model_args.attention_dropout,
+        max_position_embeddings=max_positions,
+        initializer_range=model_args.init_std,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config._attn_implementation = model_args.attn_implementation
+    model = BertForMaskedLM(config)
+    apply_init(model, model_args.init, model_args.init_std)
+    return model
+
+
+def bert_for_classification(pretrained: str | Path, num_labels: int, label_names: list[str], freeze_encoder: bool,
+                            attn_implementation: str = "sdpa") -> BertForSequenceClassification:
+    read_checkpoint_config(pretrained, ("bert",), "finetune_mlm.py")
+    with _quiet_loading():  # the MLM head is dropped and a pooler + classifier are new, on purpose
+        model = BertForSequenceClassification.from_pretrained(
+            str(pretrained), num_labels=num_labels, id2label=dict(enumerate(label_names)),
+            label2id={name: i for i, name in enumerate(label_names)}, attn_implementation=attn_implementation,
+        )
+    model.config.zoo_head = {"type": "linear", "hidden_size": None}
+    if freeze_encoder:
+        for parameter in model.bert.parameters():
+            parameter.requires_grad_(False)
+        for parameter in model.bert.pooler.parameters():  # the pooler is new: it trains with the head
+            parameter.requires_grad_(True)
+    return model
+
+
 # ---------------------------------------------------------------- saving and loading members
 
 
@@ -227,27 +271,24 @@ def stock_model(model: nn.Module) -> PreTrainedModel:
 
 def load_member_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> PreTrainedModel:
     """Load a member checkpoint for evaluation, with its MLP head when it has one (no custom code needed)."""
+    import transformers
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModel
 
     checkpoint = Path(checkpoint)
     config = AutoConfig.from_pretrained(str(checkpoint))
     architecture = (config.architectures or [""])[0]
     head = getattr(config, "zoo_head", None) or {}
-    if architecture == "ViTForImageClassification":
-        model = ViTForImageClassification.from_pretrained(str(checkpoint))
-        if head.get("type") == "mlp":  # stock loading leaves a fresh linear classifier: put the MLP back
-            model.classifier = make_head("mlp", config.hidden_size, config.num_labels, head["hidden_size"])
-            state = load_file(str(checkpoint / "model.safetensors"))
-            head_state = {k.removeprefix("classifier."): v for k, v in state.items() if k.startswith("classifier.")}
-            try:
-                model.classifier.load_state_dict(head_state)
-            except RuntimeError as err:
-                raise CheckpointError(f"{checkpoint}: MLP head weights do not match its config ({err})") from None
-    elif architecture == "GPT2ForSequenceClassification":
-        model = GPT2ForSequenceClassification.from_pretrained(str(checkpoint))
-    elif architecture == "GPT2LMHeadModel":
-        model = AutoModelForCausalLM.from_pretrained(str(checkpoint))
-    else:
-        model = AutoModel.from_pretrained(str(checkpoint))
+    model_class = getattr(transformers, architecture, None) if architecture.isidentifier() else None
+    if model_class is None or not issubclass(model_class, PreTrainedModel):
+        model_class = AutoModel  # a stock class this transformers lacks: the bare backbone
+    model = model_class.from_pretrained(str(checkpoint))
+    if head.get("type") == "mlp":  # stock loading leaves a fresh linear classifier: put the MLP back
+        model.classifier = make_head("mlp", config.hidden_size, config.num_labels, head["hidden_size"])
+        state = load_file(str(checkpoint / "model.safetensors"))
+        head_state = {k.removeprefix("classifier."): v for k, v in state.items() if k.startswith("classifier.")}
+        try:
+            model.classifier.load_state_dict(head_state)
+        except RuntimeError as err:
+            raise CheckpointError(f"{checkpoint}: MLP head weights do not match its config ({err})") from None
     return model.to(device).eval()

@@ -20,15 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo import layout
+from zoo import kinds, layout
 from zoo.arguments import ConfigError, field_names, load_yaml, parse_config
 
 SPEC_KEYS = {"name", "description", "license", "resources", "vision", "language"}
 STAGE_KEYS = {"recipe", "config", "fixed", "grid", "groups", "from_checkpoint", "ranges", "optuna"}
 GROUP_KEYS = {"fixed", "grid"}
 DEVICE_KEYS = {"bf16", "fp16", "tf32", "bf16_full_eval", "fp16_full_eval", "torch_compile", "use_cpu"}
-RECIPES = {"vision": {"pretraining": "vit-pretrain", "finetuning": "vit-finetune"},
-           "language": {"pretraining": "lm-pretrain", "finetuning": "lm-finetune"}}
 
 
 @dataclass
@@ -108,27 +106,37 @@ def load_spec(path: str | Path) -> tuple[dict[str, Any], list[StagePlan]]:
     if not any(spec.get(m) for m in ("vision", "language")):
         raise ConfigError(f"{path}: the spec names no modality (vision or language)")
     stages: list[StagePlan] = []
-    for modality in ("vision", "language"):
+    for modality in kinds.MODALITIES:
         section = spec.get(modality) or {}
         for stage in section:
-            if stage not in ("pretraining", "finetuning"):
-                raise ConfigError(f"{path}: {modality}.{stage} is not a stage (pretraining, finetuning)")
-        if "finetuning" in section and "pretraining" not in section:
-            raise ConfigError(f"{path}: {modality}.finetuning needs a {modality}.pretraining stage")
-        for stage in ("pretraining", "finetuning"):
-            if stage in section:
-                stages.append(_load_stage(path, modality, stage, section[stage] or {}))
+            if stage not in kinds.STAGES:
+                raise ConfigError(f"{path}: {modality}.{stage} is not a stage ({', '.join(kinds.STAGES)})")
+        for stage in kinds.STAGES:
+            # a stage is one section, or a list of sections of different kinds (GPT-2 beside BERT)
+            sections = section.get(stage) or []
+            sections = sections if isinstance(sections, list) else [sections]
+            for number, stage_section in enumerate(sections):
+                where = f"{path}: {modality}.{stage}" + (f"[{number}]" if len(sections) > 1 else "")
+                stages.append(_load_stage(where, path, modality, stage, stage_section or {}))
+    pretraining_kinds = {(plan.modality, plan.kind) for plan in stages if plan.stage == "pretraining"}
+    for plan in stages:
+        parent_kind = kinds.get(plan.kind).parent_kind
+        if plan.stage == "finetuning" and (plan.modality, parent_kind) not in pretraining_kinds:
+            raise ConfigError(f"{path}: {plan.modality}.finetuning ({plan.kind}) needs a {plan.modality}.pretraining "
+                              f"stage of recipe {parent_kind!r}")
     return spec, stages
 
 
-def _load_stage(path: Path, modality: str, stage: str, section: dict[str, Any]) -> StagePlan:
-    where = f"{path}: {modality}.{stage}"
+def _load_stage(where: str, path: Path, modality: str, stage: str, section: dict[str, Any]) -> StagePlan:
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where}: a stage must be a mapping (recipe, config, fixed, grid, ...)")
     for key in section:
         if key not in STAGE_KEYS:
             raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(STAGE_KEYS))})")
-    kind = section.get("recipe", RECIPES[modality][stage])
-    if kind != RECIPES[modality][stage]:
-        raise ConfigError(f"{where}.recipe must be {RECIPES[modality][stage]!r}, got {kind!r}")
+    kind = section.get("recipe") or kinds.default_for(modality, stage).name
+    fitting = [k.name for k in kinds.REGISTRY.values() if k.modality == modality and k.stage == stage]
+    if kind not in fitting:
+        raise ConfigError(f"{where}.recipe must be one of {', '.join(fitting)}, got {kind!r}")
     base: dict[str, Any] = {}
     if section.get("config"):
         config_path = Path(section["config"])
@@ -182,11 +190,11 @@ def _load_stage(path: Path, modality: str, stage: str, section: dict[str, Any]) 
 
 
 def _arguments(kind: str, base: dict[str, Any], params: dict[str, Any], grid_keys: list[str]):
-    from zoo.runs import KIND_DEFAULTS, Arguments
+    from zoo.runs import Arguments, kind_defaults
 
+    defaults = kind_defaults(kinds.get(kind))
     config = {**base, **params}
-    name_factors = list(config.get("name_factors") or KIND_DEFAULTS[kind].get("name_factors") or
-                        ["seed", "learning_rate", "weight_decay", "per_device_train_batch_size"])
+    name_factors = list(config.get("name_factors") or defaults["name_factors"])
     for key in grid_keys:  # every factor of the grid names the member (groups differ by member_prefix)
         if key not in name_factors and key not in ("member_prefix", "name_factors"):
             name_factors.append(key)
@@ -194,27 +202,38 @@ def _arguments(kind: str, base: dict[str, Any], params: dict[str, Any], grid_key
     config.setdefault("output_dir", "unused")
     # precision and compilation do not name a member, and their checks need the device: leave them out here
     parsed = {k: v for k, v in config.items() if k not in DEVICE_KEYS}
-    return Arguments(*parse_config(parsed, defaults=KIND_DEFAULTS[kind])), config
+    return Arguments(*parse_config(parsed, defaults=defaults)), config
 
 
 def plan_member(plan: StagePlan, point: dict[str, Any], grid_keys: list[str], parent: str | None) -> PlannedMember:
+    """One planned member, checked by the same config checks a recipe runs (a bad grid value fails here)."""
     from zoo.runs import member_name
 
-    args, config = _arguments(plan.kind, plan.base, point, grid_keys)
+    kind = kinds.get(plan.kind)
+    where = f"{plan.modality}.{plan.stage} ({plan.kind})"
+    try:
+        args, config = _arguments(plan.kind, plan.base, point, grid_keys)
+        kinds.check_common(kind, args)
+    except ConfigError as err:
+        values = ", ".join(f"{k}={v!r}" for k, v in point.items())
+        raise ConfigError(f"{where}, member with {values or 'the base config'}: {err}") from None
     if plan.stage == "finetuning":
         args.zoo.pretrained = "parent"
-    return PlannedMember(plan.modality, plan.stage, plan.kind, member_name(plan.kind, args),
+    return PlannedMember(plan.modality, plan.stage, plan.kind, member_name(kind, args),
                          {k: v for k, v in config.items() if k != "output_dir"}, parent,
                          int(args.training.num_train_epochs))
 
 
 def plan_members(stages: list[StagePlan]) -> list[StagePlan]:
-    """Fill every stage's `members`; finetuning stages get one member per (planned parent, grid point)."""
+    """Fill every stage's `members`; finetuning stages get one member per (planned parent, grid point), the
+    parents being the planned pretraining members of the stage's parent kind."""
 
-    by_modality: dict[str, list[PlannedMember]] = {}
+    pretrained: dict[tuple[str, str], list[PlannedMember]] = {}
     for plan in stages:
         plan.members = []
-        parents = [None] if plan.stage == "pretraining" else [m.name for m in by_modality.get(plan.modality, [])]
+        parent_kind = kinds.get(plan.kind).parent_kind
+        parents = [None] if plan.stage == "pretraining" else \
+            [m.name for m in pretrained.get((plan.modality, parent_kind), [])]
         names: set[str] = set()
         if plan.optuna_trials:  # sampled members are known only once sampled
             continue
@@ -228,7 +247,13 @@ def plan_members(stages: list[StagePlan]) -> list[StagePlan]:
                 plan.members.append(PlannedMember(first.modality, first.stage, first.kind, first.name, first.params,
                                                   parent, first.epochs))
         if plan.stage == "pretraining":
-            by_modality[plan.modality] = plan.members
+            pretrained.setdefault((plan.modality, plan.kind), []).extend(plan.members)
+    taken: dict[str, str] = {}
+    for plan in stages:
+        for member in plan.members:
+            if taken.setdefault(member.relpath(), plan.kind) != plan.kind:
+                raise ConfigError(f"{member.relpath()} is planned by two stages ({taken[member.relpath()]} and "
+                                  f"{plan.kind}); give them different member_prefix values")
     return stages
 
 
@@ -252,14 +277,17 @@ def _scratch_dir(zoo_dir: Path) -> Path:
 
 def _make_trainer_class():
     from zoo.runs import train_prepared
-    from zoo.training import MemberWriter, ZooTrainer
+    from zoo.training import ZooTrainer
 
     class PopulationTrainer(ZooTrainer):
-        """A ZooTrainer whose `train(trial=...)` trains the trial's planned member into the zoo."""
+        """The trainer a search runs: `train(trial=...)` trains the trial's planned member into the zoo with a
+        member trainer of its own (built in the trial's process), and `evaluate()` then reports that member's
+        final metrics from its result.json, so the search needs no model of its own."""
 
         def setup_population(self, run, plans: dict[str, PlannedMember], zoo_dir: str,
                              stage: StagePlan | None = None, parent: str | None = None):
             self.run, self.plans, self.zoo_dir, self.stage_plan, self.parent = run, plans, zoo_dir, stage, parent
+            self._member_dir: str | None = None
 
         def _plan(self, trial) -> PlannedMember:
             if isinstance(trial, dict):  # Ray: the grid names the member
@@ -268,8 +296,8 @@ def _make_trainer_class():
             return plan_member(self.stage_plan, values, list(values), self.parent)
 
         def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
-            if trial is None or not hasattr(self, "plans"):
-                return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+            if trial is None:
+                raise ValueError("PopulationTrainer trains the members of a search; use ZooTrainer for one member")
             plan = self._plan(trial)
             zoo_dir = Path(self.zoo_dir)
             member_dir = zoo_dir / plan.relpath()
@@ -278,22 +306,18 @@ def _make_trainer_class():
             writer = self.run.prepare_member(args, member_dir, _provenance())
             args.training.output_dir = str(layout.trainer_state_dir(zoo_dir, member_dir))
             args.training.disable_tqdm = True
-            self.args = args.training
-            self._train_batch_size = self.args.train_batch_size
-            self.create_accelerator_and_postprocess()  # a fresh worker process has no accelerator state yet
-            self.model_init = lambda trial=None: self.run.build_model(args)
-            self.zoo_objective = self.run.objective(args)
-            self.callback_handler.remove_callback(MemberWriter)
-            self.callback_handler.add_callback(writer)
-            writer.trainer, self.member_writer = self, writer
             self._member_dir = str(member_dir)
-            return train_prepared(self, member_dir)  # calls train() without a trial: the stock Trainer.train
+            return train_prepared(self.run.trainer(args, writer), member_dir)
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+            last = layout.load_member(self._member_dir).last_result or {} if self._member_dir else {}
+            return {f"{metric_key_prefix}_{key.removeprefix('test_')}": value for key, value in last.items()
+                    if key.startswith("test_") and isinstance(value, (int, float))}
 
         def _tune_save_checkpoint(self, checkpoint_dir: str) -> None:
             # Ray would copy the model and optimizer of every trial into its storage (GBs over a zoo); the member is
             # already in the zoo and its resumable state in .trainer_state, so Ray keeps a pointer only.
-            pointer = {"member": getattr(self, "_member_dir", None)}
-            layout.atomic_write_json(Path(checkpoint_dir) / "member.json", pointer)
+            layout.atomic_write_json(Path(checkpoint_dir) / "member.json", {"member": self._member_dir})
 
     return PopulationTrainer
 
@@ -315,21 +339,14 @@ def _provenance() -> dict[str, Any]:
 
 def _population_trainer(run, plans: dict[str, PlannedMember], zoo_dir: Path, stage: StagePlan | None = None,
                         parent: str | None = None):
-    args = run.args
-    splits = run.data.splits
-    trainer = _make_trainer_class()(
-        model_init=lambda trial=None: run.build_model(args),
-        args=args.training,
-        train_dataset=splits["train"],
-        eval_dataset=splits["test"],
-        data_collator=run.collator,
-        processing_class=run.processing_class if run.modality == "language" else None,
-        compute_metrics=run.trainer(args, None).compute_metrics,
-        objective=run.objective(args),
-        train_eval_dataset=splits["train"].select(range(min(len(splits["train"]), len(splits["test"])))),
-    )
+    trainer = run.trainer(run.args, None, trainer_class=_make_trainer_class())
     trainer.setup_population(run, plans, str(zoo_dir.resolve()), stage, parent)
     return trainer
+
+
+def _all_trials_failed(err: AttributeError) -> bool:
+    """The Ray integration found no best trial (`None.trial_id`): every trial failed, each recorded in its member."""
+    return err.obj is None and err.name == "trial_id"
 
 
 def _objective_value(metrics: dict[str, float]) -> float:
@@ -357,9 +374,8 @@ def _run_stage(run, members: list[PlannedMember], zoo_dir: Path, resources: dict
             raise_on_failed_trial=False,
             verbose=0,
         )
-    except (AttributeError, TypeError) as err:
-        # every trial failed: the integration cannot pick a best run; failures are recorded per member
-        if "NoneType" not in str(err):
+    except AttributeError as err:
+        if not _all_trials_failed(err):
             raise
     finally:
         shutil.rmtree(storage / name, ignore_errors=True)
@@ -453,7 +469,7 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
              stages_wanted: tuple[str, ...] = ("pretraining", "finetuning"),
              optuna_trials: int | None = None) -> list[layout.MemberInfo]:
     """Train every planned member that is not complete yet; return the zoo's members."""
-    from zoo.runs import Arguments, MemberRun
+    from zoo.runs import Arguments, MemberRun, kind_defaults
 
     spec, stages = load_spec(spec_path)
     for plan in stages:
@@ -483,7 +499,7 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
                 base["pretrained"] = str(parent_info.checkpoint_dir(epoch))
             base["output_dir"] = str(zoo_dir)
             base["disable_tqdm"] = True
-            args = Arguments(*parse_config(base, defaults=_defaults(plan.kind)))
+            args = Arguments(*parse_config(base, defaults=kind_defaults(kinds.get(plan.kind))))
             run = MemberRun(plan.kind, args, base)
             name = (f"{plan.modality}-{plan.stage}" + (f"-{parent}" if parent else ""))[:100]
             if members:  # planned grid members, or sampled members left incomplete by an earlier run
@@ -502,10 +518,13 @@ def _stage_work(zoo_dir: Path, plan: StagePlan) -> dict[str | None, list[Planned
         pretrained = zoo_dir / plan.modality / "pretraining"
         found = layout.scan_members(pretrained) if pretrained.is_dir() else []
         planned = {m.parent for m in plan.members}
+        parent_kind = kinds.get(plan.kind).parent_kind
         parents = []
         for member in found:
             if plan.members and member.name not in planned:
                 continue
+            if getattr(kinds.of_member(member.config), "name", None) != parent_kind:
+                continue  # a parent of another family (BERT beside GPT-2)
             if member.is_complete():
                 parents.append(member.name)
             else:
@@ -526,12 +545,6 @@ def _stage_work(zoo_dir: Path, plan: StagePlan) -> dict[str | None, list[Planned
             members = [m for m in points if not _complete(zoo_dir, m)]
         work[parent] = members
     return work
-
-
-def _defaults(kind: str) -> dict[str, Any]:
-    from zoo.runs import KIND_DEFAULTS
-
-    return KIND_DEFAULTS[kind]
 
 
 def _complete(zoo_dir: Path, member: PlannedMember) -> bool:

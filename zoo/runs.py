@@ -17,60 +17,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import transformers
-from transformers import AutoTokenizer, DataCollatorWithPadding, default_data_collator, set_seed
-
-try:  # transformers 5: the PIL/numpy processor (the default one needs torchvision)
-    from transformers import ViTImageProcessorPil as ViTImageProcessor
-except ImportError:  # pragma: no cover - transformers 4
-    from transformers import ViTImageProcessor
+from transformers import default_data_collator, set_seed
 from transformers.training_args import OptimizerNames
 
-from zoo import layout
+from zoo import kinds, layout
 from zoo.arguments import ConfigError, as_dict, parse_recipe_args
-from zoo.data import DataError, TaskData, load_images, load_lm_blocks, load_text_classification
-from zoo.data.tokenizer import build_tokenizer
-from zoo.models import (
-    CheckpointError,
-    build_gpt2,
-    build_vit,
-    gpt2_for_classification,
-    read_checkpoint_config,
-    vit_for_finetuning,
-)
-from zoo.training import (
-    CausalLM,
-    Contrastive,
-    ImageClassification,
-    MemberWriter,
-    SequenceClassification,
-    ZooTrainer,
-    accuracy_metrics,
-)
+from zoo.data import DataError, TaskData
+from zoo.models import CheckpointError
+from zoo.training import MemberWriter, ZooTrainer, accuracy_metrics
 
 logger = logging.getLogger("zoo")
 
-KINDS = ("vit-pretrain", "vit-finetune", "lm-pretrain", "lm-finetune")
-MODALITY = {"vit-pretrain": "vision", "vit-finetune": "vision", "lm-pretrain": "language", "lm-finetune": "language"}
-STAGE = {"vit-pretrain": "pretraining", "vit-finetune": "finetuning", "lm-pretrain": "pretraining",
-         "lm-finetune": "finetuning"}
-# Short names of factors in member names: sl_vit_tiny_seed_42_lr_0.001_wd_0.0001_bs_128
-ALIASES = {"learning_rate": "lr", "weight_decay": "wd", "per_device_train_batch_size": "bs", "optimizer": "opt",
-           "num_train_epochs": "ep", "label_smoothing": "ls", "temperature": "temp", "head_hidden_size": "hh",
-           "freeze_encoder": "frozen", "hidden_dropout": "do", "mixup_alpha": "mixup", "cutmix_alpha": "cutmix",
-           "random_erasing": "re"}
 # Keys that say where things go, not what the member is: ignored when comparing configs for resuming.
 PLACE_KEYS = {"output_dir", "logging_dir", "run_name", "pretrained", "dataset_dump", "preprocessing_num_workers",
               "dataloader_num_workers", "disable_tqdm", "report_to", "dataloader_persistent_workers"}
-# Defaults per kind, under the config file.
-KIND_DEFAULTS: dict[str, dict[str, Any]] = {
-    "vit-pretrain": {},
-    "vit-finetune": {"name_factors": ["head", "optimizer", "learning_rate", "seed"]},
-    "lm-pretrain": {"name_factors": ["seed", "learning_rate", "weight_decay"]},
-    "lm-finetune": {"name_factors": ["optimizer", "learning_rate", "seed"]},
-}
+# Errors of a member's setup (bad config, data or parent): one line and exit 2, no traceback.
+SETUP_ERRORS = (ConfigError, DataError, CheckpointError, ValueError, FileNotFoundError)
 
 
 @dataclass
@@ -133,17 +97,17 @@ def _jsonable(obj: Any) -> Any:
 class MemberRun:
     """Everything needed to train members of one kind on one data set (and, when finetuning, one parent)."""
 
-    def __init__(self, kind: str, args: Arguments, raw_config: dict[str, Any] | None = None):
-        if kind not in KINDS:
-            raise ConfigError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
-        self.kind, self.args, self.raw_config = kind, args, dict(raw_config or {})
-        self.modality, self.stage = MODALITY[kind], STAGE[kind]
+    def __init__(self, kind: str | kinds.MemberKind, args: Arguments, raw_config: dict[str, Any] | None = None):
+        self.kind = kinds.get(kind) if isinstance(kind, str) else kind
+        self.args, self.raw_config = args, dict(raw_config or {})
+        self.modality, self.stage = self.kind.modality, self.kind.stage
         self.parent: dict[str, Any] | None = None
         self._check(args)
         self.root = Path(args.training.output_dir)
         self.processing_class: Any = None
-        self.extras: list[Any] = []
         self.collator = default_data_collator
+        self.eval_collator = None  # a factory of the evaluation collator, when it differs (seeded masking)
+        self.image_size = self.channels = 0
         self.data: TaskData = self._prepare_data()
 
     # ------------------------------------------------ checks and data
@@ -154,59 +118,18 @@ class MemberRun:
             raise ConfigError("--pretrained is required: a parent member's checkpoint folder")
         if zoo.pretrained:
             zoo.pretrained = str(Path(zoo.pretrained).resolve())
-        if self.kind == "vit-pretrain" and zoo.mode not in ("supervised", "contrastive"):
-            raise ConfigError(f"mode {zoo.mode!r} is not one of supervised, contrastive")
-        if zoo.head not in ("linear", "mlp"):
-            raise ConfigError(f"head {zoo.head!r} is not one of linear, mlp")
-        if zoo.checkpoint_every < 1:
-            raise ConfigError(f"checkpoint_every must be >= 1, got {zoo.checkpoint_every}")
-        if args.training.num_train_epochs != int(args.training.num_train_epochs) or args.training.num_train_epochs < 1:
-            raise ConfigError(f"num_train_epochs must be a whole number >= 1, got {args.training.num_train_epochs}")
-        for key in zoo.name_factors:
-            if key not in args.flat():
-                raise ConfigError(f"name_factors: unknown config key {key!r}")
+        kinds.check_common(self.kind, args)
         _apply_optimizer(args.training, zoo)
 
     def _prepare_data(self) -> TaskData:
-        model_args, data_args, zoo = self.args.model, self.args.data, self.args.zoo
-        if self.kind == "vit-pretrain":
-            data = load_images(data_args, model_args.image_size, model_args.num_channels, "embedded:mnist5k")
-            self.image_size, self.channels = model_args.image_size, model_args.num_channels
-        elif self.kind == "vit-finetune":
-            parent = read_checkpoint_config(zoo.pretrained, ("vit",), "finetune_vit.py")
-            self.image_size, self.channels = parent["image_size"], parent["num_channels"]
-            data = load_images(data_args, self.image_size, self.channels, "embedded:digits")
-            self.parent = self._parent_info(zoo.pretrained)
-        elif self.kind == "lm-pretrain":
-            tokenizer = build_tokenizer(data_args, model_args.vocab_size, self.root / ".cache")
-            self.processing_class = tokenizer
-            data = load_lm_blocks(data_args, tokenizer)
-        else:
-            parent = read_checkpoint_config(zoo.pretrained, ("gpt2",), "finetune_lm.py")
-            tokenizer = AutoTokenizer.from_pretrained(str(zoo.pretrained))
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = tokenizer.eos_token
-            if data_args.max_length > parent["n_positions"]:
-                raise ConfigError(f"max_length {data_args.max_length} exceeds the parent's n_positions "
-                                  f"{parent['n_positions']}")
-            self.processing_class = tokenizer
-            self.collator = DataCollatorWithPadding(tokenizer)
-            data = load_text_classification(data_args, tokenizer)
-            self.parent = self._parent_info(zoo.pretrained)
-        if self.modality == "vision":
-            channels = self.channels
-            self.processing_class = ViTImageProcessor(
-                size={"height": self.image_size, "width": self.image_size},
-                image_mean=[data_args.image_mean] * channels, image_std=[data_args.image_std] * channels,
-            )
-        if self.modality == "vision" and not data.label_names:
-            raise DataError("the image data set has no labels")
+        data = self.kind.prepare_data(self)
         for name in ("train", "test"):
             if len(data.splits[name]) == 0:
                 raise DataError(f"split {name!r} is empty")
         return data
 
-    def _parent_info(self, pretrained: str) -> dict[str, Any]:
+    def parent_info(self, pretrained: str) -> dict[str, Any]:
+        """The parent member of a finetuning run, as recorded in the child's config.json."""
         checkpoint = Path(pretrained).resolve()
         member_dir = checkpoint.parent
         info: dict[str, Any] = {"member": None, "path": str(member_dir), "checkpoint": checkpoint.name}
@@ -215,24 +138,12 @@ class MemberRun:
             info["member"] = parent_config["name"]
             info["kind"] = parent_config.get("kind")
             info["mode"] = parent_config.get("recipe", {}).get("mode")
-            zoo_root = self._zoo_root(member_dir)
+            zoo_root = layout.zoo_root_of(member_dir)
             if zoo_root is not None:
                 info["path"] = member_dir.relative_to(zoo_root).as_posix()
         return info
 
-    @staticmethod
-    def _zoo_root(member_dir: Path) -> Path | None:
-        for folder in member_dir.parents:
-            if (folder / layout.ZOO_FILE).is_file():
-                return folder
-        return None
-
     # ------------------------------------------------ per member (per trial)
-
-    def member_kind(self, args: Arguments) -> str:
-        if self.kind == "vit-pretrain":
-            return f"vit-{args.zoo.mode}"
-        return self.kind
 
     def member_name(self, args: Arguments) -> str:
         return member_name(self.kind, args)
@@ -244,13 +155,13 @@ class MemberRun:
             "name": name,
             "modality": self.modality,
             "stage": self.stage,
-            "kind": self.member_kind(args),
+            "kind": self.kind.member_kind(args),
             "factors": {k: recipe.get(k) for k in args.zoo.name_factors},
             "parent": self.parent,
             "epochs": epochs,
             "checkpoint_every": args.zoo.checkpoint_every,
             "checkpoints": layout.planned_checkpoints(epochs, args.zoo.checkpoint_every),
-            "metric": "test_perplexity" if self.kind == "lm-pretrain" else "test_acc",
+            "metric": self.kind.metric,
             "num_labels": self.data.num_labels,
             "label_names": self.data.label_names,
             "data": self.data.info,
@@ -259,26 +170,11 @@ class MemberRun:
         }
 
     def objective(self, args: Arguments):
-        data_args = args.data
-        if self.kind == "vit-pretrain" and args.zoo.mode == "contrastive":
-            return Contrastive(args.zoo, self.image_size, self.channels, data_args.image_mean, data_args.image_std)
-        if self.modality == "vision":
-            return ImageClassification(args.zoo, self.image_size, self.data.num_labels, data_args.image_mean,
-                                       data_args.image_std)
-        return CausalLM() if self.kind == "lm-pretrain" else SequenceClassification()
+        return self.kind.objective(self, args)
 
     def build_model(self, args: Arguments) -> torch.nn.Module:
         set_seed(args.training.seed)  # seeded here: a search applies a trial's seed only after model_init
-        zoo, model_args = args.zoo, args.model
-        if self.kind == "vit-pretrain":
-            return build_vit(model_args, zoo.mode, self.data.num_labels, self.data.label_names, zoo.projection_dim)
-        if self.kind == "vit-finetune":
-            return vit_for_finetuning(zoo.pretrained, self.data.num_labels, self.data.label_names, zoo.head,
-                                      zoo.head_hidden_size, zoo.freeze_encoder)
-        if self.kind == "lm-pretrain":
-            return build_gpt2(model_args, self.processing_class, self.args.data.block_size)
-        return gpt2_for_classification(zoo.pretrained, self.data.num_labels, self.data.label_names,
-                                       self.processing_class, zoo.freeze_encoder, model_args.attn_implementation)
+        return self.kind.build_model(self, args)
 
     def check_member_config(self, args: Arguments, member_dir: Path) -> dict[str, Any]:
         """The member's config.json content; refuses a folder that holds a member trained with another config."""
@@ -301,24 +197,30 @@ class MemberRun:
         layout.write_member_config(member_dir, config)
         layout.clear_failure(member_dir)
         extras = [self.processing_class] if self.processing_class is not None else []
-        return MemberWriter(member_dir, config["checkpoints"], extras, perplexity=self.kind == "lm-pretrain")
+        return MemberWriter(member_dir, config["checkpoints"], extras, perplexity=self.kind.perplexity)
 
-    def trainer(self, args: Arguments, writer: MemberWriter | None, model_init=None) -> ZooTrainer:
+    def trainer(self, args: Arguments, writer: MemberWriter | None, trainer_class: type = ZooTrainer) -> ZooTrainer:
         splits = self.data.splits
         train = splits["train"]
         train_eval = train.select(range(min(len(train), len(splits["test"]))))
-        return ZooTrainer(
-            model_init=model_init or (lambda trial=None: self.build_model(args)),
+        return trainer_class(
+            model_init=lambda trial=None: self.build_model(args),
             args=args.training,
             train_dataset=train,
             eval_dataset=splits["test"],
             data_collator=self.collator,
-            processing_class=self.processing_class if self.modality == "language" else None,
+            processing_class=self.tokenizer,
             compute_metrics=accuracy_metrics(_load_extra_metrics(args.zoo.eval_metrics)),
             objective=self.objective(args),
             member_writer=writer,
             train_eval_dataset=train_eval,
+            eval_collator=self.eval_collator,
         )
+
+    @property
+    def tokenizer(self):
+        """The processing class the Trainer gets (a tokenizer; image processors are saved by the writer)."""
+        return None if self.image_size else self.processing_class
 
     def train_member(self, args: Arguments, member_dir: Path, state_root: Path) -> layout.MemberInfo:
         """Train one member into `member_dir`, resuming from its Trainer state; skip it when already complete."""
@@ -350,14 +252,11 @@ def train_prepared(trainer, member_dir: Path):
     return output
 
 
-def member_name(kind: str, args: Arguments) -> str:
+def member_name(kind: kinds.MemberKind, args: Arguments) -> str:
     """The member's folder name, from its prefix and the values of its `name_factors`."""
     flat = args.flat()
-    prefix = args.zoo.member_prefix or {
-        "vit-pretrain": "sl_vit" if args.zoo.mode == "supervised" else "ssl_vit",
-        "vit-finetune": "ft_vit", "lm-pretrain": "lm_gpt2", "lm-finetune": "ft_gpt2",
-    }[kind]
-    return layout.member_name(prefix, {ALIASES.get(k, k): flat[k] for k in args.zoo.name_factors})
+    prefix = args.zoo.member_prefix or kind.default_prefix(args)
+    return layout.member_name(prefix, {kinds.ALIASES.get(k, k): flat[k] for k in args.zoo.name_factors})
 
 
 def last_trainer_checkpoint(folder: str | Path) -> str | None:
@@ -385,15 +284,17 @@ def _load_extra_metrics(names: list[str]) -> list:
 def recipe_main(kind: str, argv: list[str] | None = None) -> int:
     """The body of every recipe script: parse, train one member into <output_dir>/<member>, print where it is."""
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    member_kind = kinds.get(kind)
     try:
-        (model_args, data_args, zoo_args, training_args), raw = parse_recipe_args(KIND_DEFAULTS[kind], argv)
+        (model_args, data_args, zoo_args, training_args), raw = parse_recipe_args(kind_defaults(member_kind),
+                                                                                  argv)
         if not training_args.output_dir or training_args.output_dir == "trainer_output":
             raise ConfigError("--output_dir is required")
         args = Arguments(model_args, data_args, zoo_args, training_args)
-        run = MemberRun(kind, args, raw)
+        run = MemberRun(member_kind, args, raw)
         root = Path(training_args.output_dir)
         member_dir = root / run.member_name(args)
-    except (ConfigError, DataError, CheckpointError, ValueError, FileNotFoundError) as err:
+    except SETUP_ERRORS as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -416,27 +317,29 @@ def recipe_main(kind: str, argv: list[str] | None = None) -> int:
 
 def prepare_data_main(argv: list[str]) -> int:
     """`recipes/prepare_data.py KIND --config ... --dump FOLDER`: the recipe's splits, materialised to disk."""
-    from zoo.data import TaskData, save_dump
+    from zoo.data import save_dump
 
-    if not argv or argv[0] not in KINDS or "--dump" not in argv or argv.index("--dump") + 1 >= len(argv):
-        print(f"usage: prepare_data.py {{{','.join(KINDS)}}} --config <yaml> [--key value ...] --dump <folder>",
-              file=sys.stderr)
+    if not argv or argv[0] not in kinds.names() or "--dump" not in argv or argv.index("--dump") + 1 >= len(argv):
+        print(f"usage: prepare_data.py {{{','.join(kinds.names())}}} --config <yaml> [--key value ...] "
+              "--dump <folder>", file=sys.stderr)
         return 2
-    kind, rest = argv[0], list(argv[1:])
+    kind, rest = kinds.get(argv[0]), list(argv[1:])
     index = rest.index("--dump")
     dump = Path(rest[index + 1])
     del rest[index : index + 2]
     try:
-        (model_args, data_args, zoo_args, training_args), raw = parse_recipe_args(KIND_DEFAULTS[kind], rest)
+        (model_args, data_args, zoo_args, training_args), raw = parse_recipe_args(kind_defaults(kind), rest)
         training_args.output_dir = str(dump.parent)
         run = MemberRun(kind, Arguments(model_args, data_args, zoo_args, training_args), raw)
-        splits = run.data.splits
-        if run.modality == "vision":  # Hub images are decoded lazily: materialise them as uint8 arrays
-            splits = splits.map(lambda batch: {k: np.asarray(v) for k, v in batch.items()}, batched=True,
-                                remove_columns=list(next(iter(splits.values())).column_names), desc="decoding")
+        splits = kind.dump_splits(run.data.splits)
         save_dump(TaskData(splits, run.data.label_names, run.data.info), dump)
-    except (ConfigError, DataError, CheckpointError, ValueError, FileNotFoundError) as err:
+    except SETUP_ERRORS as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
     print(f"dump {dump}: " + ", ".join(f"{name} {len(split)}" for name, split in splits.items()))
     return 0
+
+
+def kind_defaults(kind: kinds.MemberKind) -> dict[str, Any]:
+    """Config defaults of a kind (under the config file): its name factors and any others it declares."""
+    return {**kind.defaults, "name_factors": kind.default_name_factors()}

@@ -134,6 +134,28 @@ class CausalLM(Objective):
         return loss, logits.argmax(-1), labels
 
 
+class MaskedLM(Objective):
+    """Masked-token cross-entropy (the collator masks and sets labels to -100 elsewhere); accuracy is top-1 on the
+    masked tokens, perplexity is exp(loss)."""
+
+    perplexity = True
+
+    def _logits_loss(self, model, inputs):
+        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).logits.float()
+        labels = inputs["labels"]
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        return logits, labels, loss
+
+    def training_loss(self, model, inputs):
+        logits, labels, loss = self._logits_loss(model, inputs)
+        mask = labels != -100
+        return loss, ((logits.argmax(-1) == labels) & mask).sum(), mask.sum()
+
+    def eval_step(self, model, inputs):
+        logits, labels, loss = self._logits_loss(model, inputs)
+        return loss, logits.argmax(-1), labels
+
+
 class SequenceClassification(Objective):
     def training_loss(self, model, inputs):
         logits = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).logits.float()
@@ -167,7 +189,7 @@ class ZooTrainer(Trainer):
     """Trainer with a zoo objective, device-side epoch statistics and optional per-trial member plans."""
 
     def __init__(self, *args, objective: Objective, member_writer: MemberWriter | None = None,
-                 train_eval_dataset=None, **kwargs):
+                 train_eval_dataset=None, eval_collator=None, **kwargs):
         callbacks = list(kwargs.pop("callbacks", None) or [])
         if member_writer is not None:
             callbacks.append(member_writer)
@@ -175,6 +197,7 @@ class ZooTrainer(Trainer):
         self.zoo_objective = objective  # (`self.objective` is the Trainer's hyperparameter-search value)
         self.member_writer = member_writer
         self.train_eval_dataset = train_eval_dataset
+        self.eval_collator = eval_collator  # a factory: a fresh (seeded) collator for every evaluation
         self._epoch_sums: torch.Tensor | None = None
         self._epoch_count: torch.Tensor | int = 0
         if member_writer is not None:
@@ -187,6 +210,17 @@ class ZooTrainer(Trainer):
         self._epoch_sums = sums if self._epoch_sums is None else self._epoch_sums + sums
         self._epoch_count = self._epoch_count + count
         return (loss, None) if return_outputs else loss
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        if self.eval_collator is None:
+            return super().get_eval_dataloader(eval_dataset)
+        # evaluation masks (or other collator randomness) come from the collator's own seed: repeatable metrics,
+        # and the training random stream is untouched by evaluations
+        train_collator, self.data_collator = self.data_collator, self.eval_collator()
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)

@@ -275,7 +275,7 @@ def load_lm_blocks(data_args, tokenizer, default: str = "embedded:bbcnews") -> T
         return load_dump(data_args.dataset_dump)
     source, splits, _ = load_texts(data_args, default)
     block = data_args.block_size
-    eos = tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
 
     def pack(batch: dict[str, list]) -> dict[str, list]:
         ids: list[int] = []
