@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from zoo.kinds import DEFAULT_NAME_FACTORS
+
 
 @dataclass
 class ModelArguments:
@@ -79,7 +81,7 @@ class ZooArguments:
 
     member_prefix: str | None = field(default=None, metadata={"help": "name prefix, e.g. sl_vit_tiny"})
     name_factors: list[str] = field(
-        default_factory=lambda: ["seed", "learning_rate", "weight_decay", "per_device_train_batch_size"],
+        default_factory=lambda: list(DEFAULT_NAME_FACTORS),
         metadata={"help": "config keys whose values name the member"},
     )
     checkpoint_every: int = field(default=1, metadata={"help": "epochs between member checkpoints"})

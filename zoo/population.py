@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo import kinds, layout
-from zoo.arguments import ConfigError, field_names, load_yaml, parse_config
+from zoo.arguments import ConfigError, check_keys, load_yaml, parse_config
 
 SPEC_KEYS = {"name", "description", "license", "resources", "vision", "language"}
 STAGE_KEYS = {"recipe", "config", "fixed", "grid", "groups", "from_checkpoint", "ranges", "optuna"}
@@ -89,13 +89,6 @@ def _grid_points(grid: dict[str, Any], where: str) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*values)] if keys else [{}]
 
 
-def _check_config_keys(config: dict[str, Any], where: str) -> None:
-    known = field_names()
-    for key in config:
-        if key not in known:
-            raise ConfigError(f"{where}: {key!r} is not a config key the recipe accepts")
-
-
 def load_spec(path: str | Path) -> tuple[dict[str, Any], list[StagePlan]]:
     """Read and check a zoo spec; expand every stage into its grid points (finetuning not yet per parent)."""
     path = Path(path)
@@ -144,9 +137,9 @@ def _load_stage(where: str, path: Path, modality: str, stage: str, section: dict
             candidates = [path.parent / config_path, Path.cwd() / config_path]
             config_path = next((c for c in candidates if c.is_file()), candidates[0])
         base = load_yaml(config_path)
-        _check_config_keys(base, str(config_path))
+        check_keys(base, str(config_path))
     fixed = section.get("fixed") or {}
-    _check_config_keys(fixed, f"{where}.fixed")
+    check_keys(fixed, f"{where}.fixed")
     base.update(fixed)
     groups = section.get("groups")
     if groups is not None and "grid" in section:
@@ -167,14 +160,14 @@ def _load_stage(where: str, path: Path, modality: str, stage: str, section: dict
             if key not in GROUP_KEYS:
                 raise ConfigError(f"{gwhere}: unknown key {key!r} (known: fixed, grid)")
         group_fixed = group.get("fixed") or {}
-        _check_config_keys(group_fixed, f"{gwhere}.fixed")
-        _check_config_keys(group.get("grid") or {}, f"{gwhere}.grid")
+        check_keys(group_fixed, f"{gwhere}.fixed")
+        check_keys(group.get("grid") or {}, f"{gwhere}.grid")
         if "grid" in group and not group["grid"]:
             raise ConfigError(f"{gwhere}.grid is empty")
         for point in _grid_points(group.get("grid") or {}, gwhere):
             points.append(({**group_fixed, **point}, list(point)))
     ranges = section.get("ranges") or {}
-    _check_config_keys(ranges, f"{where}.ranges")
+    check_keys(ranges, f"{where}.ranges")
     for key, spec in ranges.items():
         if not isinstance(spec, dict) or not ({"choices"} <= set(spec) or {"low", "high"} <= set(spec)):
             raise ConfigError(f"{where}.ranges.{key} needs low and high (and optional log), or choices")
