@@ -121,6 +121,7 @@ def load_spec(path: str | Path) -> tuple[dict[str, Any], list[StagePlan]]:
 
 
 def _load_stage(where: str, path: Path, modality: str, stage: str, section: dict[str, Any]) -> StagePlan:
+    """One stage section of a spec, checked: its kind, base config, grid points, and Optuna ranges."""
     if not isinstance(section, dict):
         raise ConfigError(f"{where}: a stage must be a mapping (recipe, config, fixed, grid, ...)")
     for key in section:
@@ -130,6 +131,13 @@ def _load_stage(where: str, path: Path, modality: str, stage: str, section: dict
     fitting = [k.name for k in kinds.REGISTRY.values() if k.modality == modality and k.stage == stage]
     if kind not in fitting:
         raise ConfigError(f"{where}.recipe must be one of {', '.join(fitting)}, got {kind!r}")
+    ranges, optuna_trials = _stage_ranges(where, section)
+    return StagePlan(modality, stage, kind, _stage_base(where, path, section), _stage_points(where, section),
+                     section.get("from_checkpoint", "last"), ranges=ranges, optuna_trials=optuna_trials)
+
+
+def _stage_base(where: str, path: Path, section: dict[str, Any]) -> dict[str, Any]:
+    """The stage's base config: its config file (relative to the spec, or to the working folder) + `fixed`."""
     base: dict[str, Any] = {}
     if section.get("config"):
         config_path = Path(section["config"])
@@ -140,7 +148,11 @@ def _load_stage(where: str, path: Path, modality: str, stage: str, section: dict
         check_keys(base, str(config_path))
     fixed = section.get("fixed") or {}
     check_keys(fixed, f"{where}.fixed")
-    base.update(fixed)
+    return {**base, **fixed}
+
+
+def _stage_points(where: str, section: dict[str, Any]) -> list[tuple[dict[str, Any], list[str]]]:
+    """Per planned member: its values (group fixed + grid point) and its grid keys."""
     groups = section.get("groups")
     if groups is not None and "grid" in section:
         raise ConfigError(f"{where}: give either grid or groups, not both")
@@ -164,8 +176,12 @@ def _load_stage(where: str, path: Path, modality: str, stage: str, section: dict
         check_keys(group.get("grid") or {}, f"{gwhere}.grid")
         if "grid" in group and not group["grid"]:
             raise ConfigError(f"{gwhere}.grid is empty")
-        for point in _grid_points(group.get("grid") or {}, gwhere):
-            points.append(({**group_fixed, **point}, list(point)))
+        points += [({**group_fixed, **point}, list(point)) for point in _grid_points(group.get("grid") or {}, gwhere)]
+    return points
+
+
+def _stage_ranges(where: str, section: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], int]:
+    """Optuna: the ranges to sample from and how many members to sample."""
     ranges = section.get("ranges") or {}
     check_keys(ranges, f"{where}.ranges")
     for key, spec in ranges.items():
@@ -178,8 +194,7 @@ def _load_stage(where: str, path: Path, modality: str, stage: str, section: dict
         raise ConfigError(f"{where}.optuna needs ranges to sample from")
     if set(optuna) - {"n_trials"}:
         raise ConfigError(f"{where}.optuna: unknown key {sorted(set(optuna) - {'n_trials'})[0]!r} (known: n_trials)")
-    return StagePlan(modality, stage, kind, base, points, section.get("from_checkpoint", "last"),
-                     ranges=ranges, optuna_trials=int(optuna.get("n_trials", 0)))
+    return ranges, int(optuna.get("n_trials", 0))
 
 
 def _arguments(kind: str, base: dict[str, Any], params: dict[str, Any], grid_keys: list[str]):
