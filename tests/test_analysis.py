@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from small_zoo import shared_small_zoo
 
-from zoo import analysis, layout, soups
+from zoo import analysis, benchmark, evaluation, layout, weights
 from zoo.cli import main
 
 
@@ -103,14 +103,14 @@ def test_gram_distances_match_direct_computation(small_zoo):
     parent, children = small_zoo["parent"], small_zoo["children"]
     checkpoints = [children[0].checkpoint_dir(), children[0].checkpoint_dir(), children[1].checkpoint_dir(),
                    parent.checkpoint_dir()]
-    keys = analysis.shared_keys(checkpoints, backbone=True)
+    keys = weights.shared_keys(checkpoints, backbone=True)
     assert "encoder.layer.0.attention.attention.query.weight" in keys  # `vit.` prefix mapped
     assert not any(k.startswith("classifier") for k in keys)
-    dist, cosine = analysis.gram_to_pairwise(analysis.weight_gram(checkpoints, keys))
+    dist, cosine = weights.gram_to_pairwise(weights.weight_gram(checkpoints, keys))
     assert dist[0, 1] == pytest.approx(0.0, abs=1e-6) and cosine[0, 1] == pytest.approx(1.0)
     assert np.allclose(np.diag(dist), 0) and np.allclose(dist, dist.T)
-    a = soups.read_weights(checkpoints[0])
-    b = soups.read_weights(checkpoints[2])
+    a = weights.read_weights(checkpoints[0])
+    b = weights.read_weights(checkpoints[2])
     direct = math.sqrt(sum(float(np.sum((a[f"vit.{k}"].astype(np.float64) - b[f"vit.{k}"]) ** 2)) for k in keys))
     assert dist[0, 2] == pytest.approx(direct, rel=1e-6)
     va = np.concatenate([a[f"vit.{k}"].ravel() for k in keys]).astype(np.float64)
@@ -119,9 +119,9 @@ def test_gram_distances_match_direct_computation(small_zoo):
 
 
 def test_linear_cka(small_zoo):
-    tasks = soups.TaskCache()
+    tasks = evaluation.TaskCache()
     member = small_zoo["children"][0]
-    out = soups.run_model(soups.load_model(member.checkpoint_dir()), tasks.get(member), "test", features=True)
+    out = evaluation.run_model(evaluation.load_model(member.checkpoint_dir()), tasks.get(member), "test", features=True)
     features = out["features"]
     assert features.shape == (96, 64)
     assert analysis.linear_cka(features, features) == pytest.approx(1.0)
@@ -155,7 +155,7 @@ def test_benchmark_predict_accuracy(small_zoo, tmp_path, capsys):
 
 
 def test_benchmark_predict_factor(small_zoo, capsys):
-    result = analysis.benchmark(small_zoo["root"], "predict-factor", factor="head")
+    result = benchmark.benchmark(small_zoo["root"], "predict-factor", factor="head")
     assert result["classes"] == ["linear", "mlp"]
     assert 0 <= result["accuracy"] <= 1 and result["majority_accuracy"] == pytest.approx(0.75)
     assert main(["benchmark", str(small_zoo["root"]), "--task", "predict-factor"]) == 2  # optimizer: all adamw

@@ -10,7 +10,7 @@ import pytest
 from safetensors.numpy import load_file
 from small_zoo import shared_small_zoo
 
-from zoo import layout, soups
+from zoo import evaluation, layout, soups
 from zoo.cli import main
 
 
@@ -41,8 +41,8 @@ def test_average_weights_is_the_mean(small_zoo):
 
 
 def test_evaluation_reproduces_the_members_results(small_zoo):
-    tasks = soups.TaskCache()
-    scores = soups.evaluate_members(small_zoo["children"], tasks, progress=False)
+    tasks = evaluation.TaskCache()
+    scores = evaluation.evaluate_members(small_zoo["children"], tasks, progress=False)
     for member in small_zoo["children"]:
         assert scores[member.relpath]["test_acc"] == pytest.approx(member.last_result["test_acc"], abs=1e-6)
         assert 0 <= scores[member.relpath]["validation_acc"] <= 1
@@ -108,8 +108,8 @@ def test_greedy_soup_cli(small_zoo, tmp_path):
     for key in soup:
         np.testing.assert_allclose(soup[key], np.mean([w[key] for w in listed], axis=0), rtol=1e-5, atol=1e-6)
     # and its recorded validation accuracy is what the written soup scores
-    tasks = soups.TaskCache()
-    again = soups.evaluate_model(soups.load_model(out), tasks.get(mlp_children(small_zoo)[0]))
+    tasks = evaluation.TaskCache()
+    again = evaluation.evaluate_model(evaluation.load_model(out), tasks.get(mlp_children(small_zoo)[0]))
     assert again["validation_acc"] == pytest.approx(record["validation_acc"])
 
 
