@@ -274,9 +274,13 @@ def _learning_curves(report: Report, frame, curves) -> None:
               if len(frame[(frame.modality == modality) & (frame.stage == stage)])]
     if not panels or not len(curves):
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    cols = min(2, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
     colours = {kind: f"C{i}" for i, kind in enumerate(sorted(set(frame.kind)))}
-    for ax, (modality, stage) in zip(axes[0], panels):
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    for ax, (modality, stage) in zip(axes.ravel(), panels):
         part = frame[(frame.modality == modality) & (frame.stage == stage)]
         shown = part.iloc[np.linspace(0, len(part) - 1, min(len(part), MAX_CURVES_PER_PANEL)).round().astype(int)]
         by_member = len(shown) <= 10
