@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from small_zoo import shared_small_zoo
 
-from zoo import analysis, layout, soups
+from zoo import analysis, benchmark, evaluation, layout, weights
 from zoo.cli import main
 
 
@@ -103,14 +103,14 @@ def test_gram_distances_match_direct_computation(small_zoo):
     parent, children = small_zoo["parent"], small_zoo["children"]
     checkpoints = [children[0].checkpoint_dir(), children[0].checkpoint_dir(), children[1].checkpoint_dir(),
                    parent.checkpoint_dir()]
-    keys = analysis.shared_keys(checkpoints, backbone=True)
+    keys = weights.shared_keys(checkpoints, backbone=True)
     assert "encoder.layer.0.attention.attention.query.weight" in keys  # `vit.` prefix mapped
     assert not any(k.startswith("classifier") for k in keys)
-    dist, cosine = analysis.gram_to_pairwise(analysis.weight_gram(checkpoints, keys))
+    dist, cosine = weights.gram_to_pairwise(weights.weight_gram(checkpoints, keys))
     assert dist[0, 1] == pytest.approx(0.0, abs=1e-6) and cosine[0, 1] == pytest.approx(1.0)
     assert np.allclose(np.diag(dist), 0) and np.allclose(dist, dist.T)
-    a = soups.read_weights(checkpoints[0])
-    b = soups.read_weights(checkpoints[2])
+    a = weights.read_weights(checkpoints[0])
+    b = weights.read_weights(checkpoints[2])
     direct = math.sqrt(sum(float(np.sum((a[f"vit.{k}"].astype(np.float64) - b[f"vit.{k}"]) ** 2)) for k in keys))
     assert dist[0, 2] == pytest.approx(direct, rel=1e-6)
     va = np.concatenate([a[f"vit.{k}"].ravel() for k in keys]).astype(np.float64)
@@ -119,9 +119,9 @@ def test_gram_distances_match_direct_computation(small_zoo):
 
 
 def test_linear_cka(small_zoo):
-    tasks = soups.TaskCache()
+    tasks = evaluation.TaskCache()
     member = small_zoo["children"][0]
-    out = soups.run_model(soups.load_model(member.checkpoint_dir()), tasks.get(member), "test", features=True)
+    out = evaluation.run_model(evaluation.load_model(member.checkpoint_dir()), tasks.get(member), "test", features=True)
     features = out["features"]
     assert features.shape == (96, 64)
     assert analysis.linear_cka(features, features) == pytest.approx(1.0)
@@ -155,7 +155,7 @@ def test_benchmark_predict_accuracy(small_zoo, tmp_path, capsys):
 
 
 def test_benchmark_predict_factor(small_zoo, capsys):
-    result = analysis.benchmark(small_zoo["root"], "predict-factor", factor="head")
+    result = benchmark.benchmark(small_zoo["root"], "predict-factor", factor="head")
     assert result["classes"] == ["linear", "mlp"]
     assert 0 <= result["accuracy"] <= 1 and result["majority_accuracy"] == pytest.approx(0.75)
     assert main(["benchmark", str(small_zoo["root"]), "--task", "predict-factor"]) == 2  # optimizer: all adamw
@@ -181,3 +181,77 @@ def test_factor_labels_tolerate_missing_values():
     labels = _as_labels(pd.Series([0.001, None, float("nan"), "mlp"], dtype=object))
     assert list(labels) == ["0.001", "none", "none", "mlp"]
     assert sorted(set(labels)) == ["0.001", "mlp", "none"]
+
+
+WEIGHTS_ONLY = """
+import sys
+from zoo.cli import main
+code = main(["analyze", sys.argv[1], "--out", sys.argv[2], "--weights-only"])
+loaded = sorted(m for m in ("torch", "transformers", "datasets") if m in sys.modules)
+print("loaded:", ",".join(loaded))
+sys.exit(code)
+"""
+
+
+def test_weights_only_loads_no_model(small_zoo, tmp_path):
+    """--weights-only: performance from result.json and the weight space, without data, models or torch."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "w"
+    result = subprocess.run([sys.executable, "-c", WEIGHTS_ONLY, str(small_zoo["root"]), str(out)],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "loaded:"
+    tables = {p.stem for p in (out / "tables").glob("*.csv")}
+    assert {"members", "curves", "factor_summary", "weight_pairs", "layer_norms", "distance_travelled"} <= tables
+    assert not {"soups", "behaviour_pairs"} & tables
+    assert len(table(out, "weight_pairs")) == 5 * 4 // 2
+    assert "Weights only" in (out / "report.md").read_text()
+
+
+def test_weight_gram_streams_in_blocks(small_zoo):
+    """Slices of a tensor at a time (a tiny memory budget) give the same Gram matrix as whole tensors."""
+    checkpoints = [m.checkpoint_dir() for m in small_zoo["children"]] + [small_zoo["parent"].checkpoint_dir()]
+    keys = weights.shared_keys(checkpoints, backbone=True)
+    whole = weights.weight_gram(checkpoints, keys)
+    assert np.allclose(weights.weight_gram(checkpoints, keys, block_bytes=1), whole, rtol=1e-12)
+
+
+def test_member_ids_tell_children_apart(small_zoo):
+    members = layout.scan_members(small_zoo["root"])
+    ids = analysis.member_ids(members)
+    assert ids[small_zoo["parent"].relpath] == "V1"
+    children = sorted(ids[m.relpath] for m in small_zoo["children"])
+    assert children == ["V1.1", "V1.2", "V1.3", "V1.4"]
+
+
+def _member(kind, stage, metric, value, **factors):
+    config = {"name": f"{kind}_{value}", "modality": "vision", "stage": stage, "kind": kind, "metric": metric,
+              "factors": factors, "epochs": 1, "checkpoints": [1]}
+    return layout.MemberInfo(path=layout.Path("/nonexistent"), config=config, results=[{"epoch": 1, metric: value}],
+                             relpath=f"vision/{stage}/{kind}_{value}")
+
+
+def test_factor_summary_keeps_kinds_apart():
+    """Supervised accuracy and contrastive retrieval accuracy (both `test_acc`) are never pooled in one row."""
+    members = [_member("vit-supervised", "pretraining", "test_acc", 0.9, seed=1),
+               _member("vit-supervised", "pretraining", "test_acc", 0.8, seed=2),
+               _member("vit-contrastive", "pretraining", "test_acc", 0.1, seed=1)]
+    summary = pd.DataFrame(analysis.factor_summary(pd.DataFrame(analysis.member_table(members))))
+    overall = summary[summary.factor == "(all)"].set_index("kind")
+    assert sorted(overall.index) == ["vit-contrastive", "vit-supervised"]
+    assert overall.loc["vit-supervised", "count"] == 2 and overall.loc["vit-supervised", "mean"] == pytest.approx(0.85)
+    assert overall.loc["vit-contrastive", "mean"] == pytest.approx(0.1)
+    seed1 = summary[(summary.factor == "seed") & (summary.value == "1")]
+    assert len(seed1) == 2 and set(seed1["count"]) == {1}
+
+
+def test_predict_factor_majority_is_chance_level(small_zoo):
+    """Five members with five seeds (4, 4, 4, 4 and 3 checkpoints): the majority baseline is the largest class's
+    share, 4/19 (about chance), not 0 as majorities taken per grouped fold gave."""
+    result = benchmark.benchmark(small_zoo["root"], "predict-factor", factor="seed")
+    assert len(result["classes"]) == 5 and result["checkpoints"] == 19
+    assert result["majority_accuracy"] == pytest.approx(4 / 19)
+    assert benchmark.majority_accuracy(np.array(["a", "b", "a", "b", "c", "c"])) == pytest.approx(1 / 3)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pytest
 from safetensors.numpy import load_file
 from small_zoo import shared_small_zoo
 
-from zoo import layout, soups
+from zoo import evaluation, layout, soups
 from zoo.cli import main
 
 
@@ -41,8 +42,8 @@ def test_average_weights_is_the_mean(small_zoo):
 
 
 def test_evaluation_reproduces_the_members_results(small_zoo):
-    tasks = soups.TaskCache()
-    scores = soups.evaluate_members(small_zoo["children"], tasks, progress=False)
+    tasks = evaluation.TaskCache()
+    scores = evaluation.evaluate_members(small_zoo["children"], tasks, progress=False)
     for member in small_zoo["children"]:
         assert scores[member.relpath]["test_acc"] == pytest.approx(member.last_result["test_acc"], abs=1e-6)
         assert 0 <= scores[member.relpath]["validation_acc"] <= 1
@@ -108,8 +109,8 @@ def test_greedy_soup_cli(small_zoo, tmp_path):
     for key in soup:
         np.testing.assert_allclose(soup[key], np.mean([w[key] for w in listed], axis=0), rtol=1e-5, atol=1e-6)
     # and its recorded validation accuracy is what the written soup scores
-    tasks = soups.TaskCache()
-    again = soups.evaluate_model(soups.load_model(out), tasks.get(mlp_children(small_zoo)[0]))
+    tasks = evaluation.TaskCache()
+    again = evaluation.evaluate_model(evaluation.load_model(out), tasks.get(mlp_children(small_zoo)[0]))
     assert again["validation_acc"] == pytest.approx(record["validation_acc"])
 
 
@@ -159,3 +160,73 @@ def test_parent_without_children(small_zoo, tmp_path, capsys):
     assert main(["soup", str(small_zoo["root"]), "--parent", child.name, "--method", "uniform",
                  "--out", str(tmp_path / "s")]) == 2
     assert "no finetuned children" in capsys.readouterr().err
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_out_never_inside_a_member(small_zoo, tmp_path, capsys):
+    """A member's checkpoint folder (or any folder inside a member) is never a soup's --out."""
+    root, parent, member = small_zoo["root"], small_zoo["parent"], small_zoo["children"][0]
+    checkpoint = member.checkpoint_dir()
+    before = {p.name: p.read_bytes() for p in checkpoint.iterdir()}
+    for out in (checkpoint, member.path / "my_soup", parent.path / "soups" / "u"):
+        assert main(["soup", str(root), "--parent", parent.name, "--method", "uniform", "--out", str(out)]) == 2
+        line = one_error_line(capsys)
+        assert "inside the zoo member" in line and str(out) in line
+    assert {p.name: p.read_bytes() for p in checkpoint.iterdir()} == before
+    assert not (member.path / "my_soup").exists() and not (parent.path / "soups").exists()
+    assert layout.load_member(member.path, root).state == "complete"
+
+
+def test_out_replaces_only_an_earlier_soup_of_the_same_command(small_zoo, tmp_path, capsys):
+    root, member = small_zoo["root"], small_zoo["children"][0]
+    command = ["soup", str(root), "--member", member.relpath, "--method", "epochs", "--last", "2"]
+    other = tmp_path / "not_a_soup"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert main([*command, "--out", str(other)]) == 2
+    assert "not an earlier soup" in one_error_line(capsys)
+    assert (other / "notes.txt").read_text() == "mine"
+    out = tmp_path / "e"
+    assert main([*command, "--out", str(out)]) == 0
+    first = weights(out)
+    assert main([*command, "--out", str(out)]) == 0  # the same command again: replaced
+    assert soups.read_soup(out)["command"]["last"] == 2 and set(weights(out)) == set(first)
+    capsys.readouterr()
+    changed = ["soup", str(root), "--member", member.relpath, "--method", "epochs", "--last", "3"]
+    assert main([*changed, "--out", str(out)]) == 2  # another command's soup is not overwritten
+    assert "not an earlier soup" in one_error_line(capsys)
+    assert soups.read_soup(out)["command"]["last"] == 2
+
+
+def test_epochs_soup_of_a_truncated_checkpoint(small_zoo, tmp_path, capsys):
+    member = small_zoo["children"][0]
+    root = tmp_path / "zoo"
+    shutil.copytree(member.path, root / member.relpath)
+    damaged = root / member.relpath / layout.checkpoint_name(member.checkpoints[-1]) / layout.WEIGHTS
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    assert main(["soup", str(root), "--member", member.name, "--method", "epochs", "--last", "2",
+                 "--out", str(tmp_path / "e")]) == 2
+    line = one_error_line(capsys)
+    assert member.name in line and ("truncated" in line or "does not match" in line)
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["soup", "--parent", "p", "--method", "uniform", "--out", "OUT"],
+    ["analyze", "--out", "OUT"],
+    ["analyze", "--weights-only", "--out", "OUT"],
+    ["benchmark", "--task", "predict-accuracy"],
+])
+def test_zoo_dir_that_is_a_file(tmp_path, capsys, command):
+    zoo_file = tmp_path / "zoo.yaml"
+    zoo_file.write_text("name: x\n")
+    argv = [command[0], str(zoo_file), *[str(tmp_path / "out") if a == "OUT" else a for a in command[1:]]]
+    assert main(argv) == 2
+    line = one_error_line(capsys)
+    assert str(zoo_file) in line and "not a folder" in line
+    assert not (tmp_path / "out").exists()

@@ -1,30 +1,35 @@
-"""Diversity and performance analysis of a zoo (`zoo analyze`) and weight-space learning baselines (`zoo benchmark`).
+"""Diversity and performance analysis of a zoo (`zoo analyze`).
 
 `zoo analyze ZOO --out DIR` writes `DIR/report.md`, figures as `DIR/figures/*.png` and every number as
 `DIR/tables/<name>.parquet` and `.csv`:
 
-- members: one row per member (stage, kind, parent, pretraining mode, factors, final metric);
-- curves: the members' result.json lines (learning curves);
-- factor_summary: final metrics per stage and per generating factor value;
+- members: one row per member (short id used in the figures, stage, kind, parent, pretraining mode, factors, final
+  metric);
+- curves: the members' result.json lines (learning curves, one panel per modality and stage);
+- factor_summary: final metrics per modality, stage and kind (a supervised accuracy and a contrastive retrieval
+  accuracy are never pooled), and per generating factor value;
 - soups: per parent, test metrics of the best ingredient (by validation accuracy), the uniform soup, the greedy soup
   and the epoch-averaged best ingredient (soups computed in memory with `zoo.soups`, not written);
 - weight_pairs / weight_summary: pairwise L2 distance and cosine similarity of flattened shared weights, within and
-  across parents, per pretraining mode (a Gram matrix built one parameter tensor at a time);
+  across parents, per pretraining mode (a Gram matrix built from slices of one parameter tensor at a time);
 - layer_norms: per-layer weight norms at every checkpoint; distance_travelled: L2 distance of a finetuned member's
   backbone from its parent's checkpoint, per epoch;
 - behaviour_pairs: pairwise prediction agreement and linear CKA of the last hidden representation (CLS token for ViT,
   last non-pad token for GPT-2) on the test split, per data set.
 
+`--weights-only` keeps the sections that need no data and no model (performance from result.json, weight space):
+for zoos of thousands of members. Pairwise metrics use at most `--max-members` members per group (an even sample
+along the sorted member paths; `--weights-only` defaults to DEFAULT_WEIGHTS_ONLY_CAP); memory then holds the tables,
+one tensor slice and the n x n matrices, whatever the zoo's size.
+
 Weights are read with safetensors (never pickle); names are mapped so that a parent's keys (`encoder.*`, `h.*`)
-match its children's (`vit.encoder.*`, `transformer.h.*`). Checkpoints are streamed, one or a few in memory.
+match its children's (`vit.encoder.*`, `transformer.h.*`), see `zoo.weights`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -32,98 +37,16 @@ from typing import Any
 import numpy as np
 
 from zoo import layout, soups
+from zoo.evaluation import TaskCache, data_arguments, has_representation, is_classifier, load_model, run_model
+from zoo.weights import Reader, gram_to_pairwise, is_backbone, layer_group, shared_keys, weight_gram, weight_shapes
 
-_PREFIXES = ("vit.", "transformer.")
-_LAYER_RE = re.compile(r"^(?:encoder\.layer|h|layers)\.(\d+)\.")
-MIN_BENCHMARK_MEMBERS = 4
-QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
+DEFAULT_WEIGHTS_ONLY_CAP = 128
+MAX_CURVES_PER_PANEL = 60
+MAX_TICK_LABELS = 80
 
 
 class AnalysisError(ValueError):
-    """Bad analysis input: an empty zoo, too few members for a benchmark."""
-
-
-# ---------------------------------------------------------------- weights
-
-
-def canonical(key: str) -> str:
-    """A parameter's name without its task wrapper: `vit.encoder.layer.0...` and `encoder.layer.0...` match."""
-    for prefix in _PREFIXES:
-        if key.startswith(prefix):
-            return key[len(prefix):]
-    return key
-
-
-def layer_group(key: str) -> str:
-    """`encoder.layer.3.attention...` -> `layer.3`; `embeddings.cls_token` -> `embeddings`."""
-    key = canonical(key)
-    match = _LAYER_RE.match(key)
-    return f"layer.{int(match.group(1))}" if match else key.split(".")[0]
-
-
-def weight_shapes(checkpoint: str | Path) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """canonical name -> (saved name, shape) of a checkpoint's floating tensors, from the header only."""
-    header = layout.read_safetensors_header(Path(checkpoint) / layout.WEIGHTS)
-    return {canonical(key): (key, tuple(info["shape"])) for key, info in header.items()
-            if key != "__metadata__" and info["dtype"].startswith(("F", "BF"))}
-
-
-HEAD_PREFIXES = ("classifier", "score", "lm_head", "pooler")
-
-
-def is_backbone(key: str) -> bool:
-    """A parameter of the shared backbone, not of a task head (heads of different tasks are not comparable)."""
-    return not canonical(key).startswith(HEAD_PREFIXES)
-
-
-def shared_keys(checkpoints: list[Path], backbone: bool = False) -> list[str]:
-    """Canonical names present with the same shape in every checkpoint (only backbone ones with `backbone`), sorted."""
-    common: dict[str, tuple[int, ...]] | None = None
-    for checkpoint in checkpoints:
-        shapes = {key: shape for key, (_, shape) in weight_shapes(checkpoint).items()}
-        common = shapes if common is None else {k: s for k, s in common.items() if shapes.get(k) == s}
-    return sorted(key for key in common or {} if not backbone or is_backbone(key))
-
-
-class _Reader:
-    """Open safetensors files of checkpoints, reading one tensor at a time by canonical name."""
-
-    def __init__(self, checkpoints: list[Path]):
-        from safetensors import safe_open
-
-        self.handles = [safe_open(str(Path(c) / layout.WEIGHTS), framework="np") for c in checkpoints]
-        self.names = [{canonical(key): key for key in handle.keys()} for handle in self.handles]
-
-    def get(self, index: int, key: str) -> np.ndarray:
-        return self.handles[index].get_tensor(self.names[index][key])
-
-
-def weight_gram(checkpoints: list[Path], keys: list[str] | None = None) -> np.ndarray:
-    """Gram matrix of the checkpoints' flattened weights (restricted to `keys`, default: the shared ones), built one
-    parameter tensor of all checkpoints at a time."""
-    keys = shared_keys(checkpoints) if keys is None else keys
-    reader = _Reader(checkpoints)
-    gram = np.zeros((len(checkpoints), len(checkpoints)))
-    for key in keys:
-        block = np.stack([reader.get(i, key).astype(np.float64).ravel() for i in range(len(checkpoints))])
-        gram += block @ block.T
-    return gram
-
-
-def gram_to_pairwise(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(L2 distance, cosine similarity) matrices from a Gram matrix."""
-    diag = np.diag(gram)
-    dist = np.sqrt(np.clip(diag[:, None] + diag[None, :] - 2 * gram, 0, None))
-    np.fill_diagonal(dist, 0.0)
-    norms = np.sqrt(np.clip(diag, 1e-300, None))
-    cosine = gram / np.outer(norms, norms)
-    return dist, cosine
-
-
-def tensor_stats(values: np.ndarray) -> list[float]:
-    """Mean, std and quantiles of one tensor (Unterthiner et al. 2020)."""
-    flat = values.astype(np.float64).ravel()
-    return [float(flat.mean()), float(flat.std()), *np.quantile(flat, QUANTILES).tolist()]
+    """Bad analysis input: not a zoo, an empty zoo."""
 
 
 # ---------------------------------------------------------------- behaviour
@@ -158,22 +81,38 @@ def _parent_name(member: layout.MemberInfo) -> str | None:
     return parent.get("path") or parent.get("member")
 
 
-def _final_metric(member: layout.MemberInfo) -> tuple[str, float | None]:
-    metric = member.config.get("metric", "test_acc")
-    last = member.last_result or {}
-    value = last.get(metric)
-    return metric, (float(value) if value is not None else None)
+def member_ids(members: list[layout.MemberInfo]) -> dict[str, str]:
+    """Short ids for figures, by relpath: pretraining members V1, V2, ... (L1, ... for language); a finetuned child
+    its parent's id and its number among the siblings (V1.3); a child of an unknown parent Vf1, ..."""
+    ids: dict[str, str] = {}
+    counts: dict[str, int] = defaultdict(int)
+    ordered = sorted(members, key=lambda m: (m.stage != "pretraining", m.relpath))
+    by_name = {m.name: m.relpath for m in ordered if m.stage == "pretraining"}
+    for member in ordered:
+        letter = member.modality[:1].upper()
+        parent = _parent_name(member)
+        parent_id = ids.get(str(parent)) or ids.get(by_name.get(str((member.parent or {}).get("member")), ""))
+        if member.stage == "pretraining":
+            prefix = letter
+        elif parent_id:
+            prefix = f"{parent_id}."
+        else:
+            prefix = f"{letter}f"
+        counts[prefix] += 1
+        ids[member.relpath] = f"{prefix}{counts[prefix]}"
+    return ids
 
 
 def member_table(members: list[layout.MemberInfo]) -> list[dict[str, Any]]:
     by_path = {m.relpath: m for m in members}
+    ids = member_ids(members)
     rows = []
     for member in members:
-        metric, value = _final_metric(member)
-        row = {"member": member.relpath, "name": member.name, "modality": member.modality, "stage": member.stage,
-               "kind": member.config.get("kind"), "parent": _parent_name(member), "mode": _mode(member, by_path),
-               "state": member.state, "epochs_done": max(member.epochs_done - 1, 0), "checkpoints": len(
-                   member.checkpoints), "metric": metric, "final_metric": value}
+        row = {"id": ids[member.relpath], "member": member.relpath, "name": member.name, "modality": member.modality,
+               "stage": member.stage, "kind": member.config.get("kind") or "?", "parent": _parent_name(member),
+               "mode": _mode(member, by_path), "state": member.state,
+               "epochs_done": max(member.epochs_done - 1, 0), "checkpoints": len(member.checkpoints),
+               "metric": member.metric, "final_metric": member.final_metric()}
         for key, factor in member.factors.items():
             row[f"factor_{key}"] = factor if isinstance(factor, (int, float, str, bool)) or factor is None else str(
                 factor)
@@ -189,6 +128,29 @@ def curve_table(members: list[layout.MemberInfo]) -> list[dict[str, Any]]:
             row.update({k: v for k, v in result.items() if isinstance(v, (int, float)) or v is None})
             rows.append(row)
     return rows
+
+
+# groups whose final metrics may be pooled: one modality, stage, kind and metric
+POOL_KEYS = ["modality", "stage", "kind", "metric"]
+
+
+def _summary_row(keys: tuple, factor: str, value: str, values) -> dict[str, Any]:
+    return {**dict(zip(POOL_KEYS, keys)), "factor": factor, "value": value, "count": len(values),
+            "mean": values.mean(), "std": values.std(ddof=0), "min": values.min(), "max": values.max()}
+
+
+def factor_summary(frame) -> list[dict[str, Any]]:
+    """Final metrics of the members table per modality, stage, kind and metric, overall ('(all)') and per value of
+    each generating factor."""
+    done = frame.dropna(subset=["final_metric"])
+    summary = []
+    for keys, part in done.groupby(POOL_KEYS):
+        summary.append(_summary_row(keys, "(all)", "(all)", part.final_metric))
+        for column in [c for c in part.columns if c.startswith("factor_")]:
+            for value, sub in part.groupby(part[column].astype(str)):
+                if value not in ("nan", "None"):
+                    summary.append(_summary_row(keys, column[len("factor_"):], value, sub.final_metric))
+    return summary
 
 
 # ---------------------------------------------------------------- report helpers
@@ -264,98 +226,138 @@ def _short(relpath: str, width: int = 28) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
+def _integer_epochs(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+
+
 def _heatmap(plt, matrix: np.ndarray, labels: list[str], title: str, cmap: str = "viridis"):
-    size = min(2 + 0.35 * len(labels), 14)
+    """A square matrix labelled with short member ids (the key is the members table)."""
+    size = min(3 + 0.3 * len(labels), 14)
     fig, ax = plt.subplots(figsize=(size + 1.5, size))
     image = ax.imshow(matrix, cmap=cmap)
     fig.colorbar(image, ax=ax, fraction=0.046)
-    ticks = range(len(labels))
-    ax.set_xticks(list(ticks), [_short(label) for label in labels], rotation=90, fontsize=6)
-    ax.set_yticks(list(ticks), [_short(label) for label in labels], fontsize=6)
-    ax.set_title(title)
+    if len(labels) <= MAX_TICK_LABELS:
+        fontsize = 8 if len(labels) <= 30 else 6
+        ticks = list(range(len(labels)))
+        ax.set_xticks(ticks, labels, rotation=90, fontsize=fontsize)
+        ax.set_yticks(ticks, labels, fontsize=fontsize)
+    ax.set_title(title + ("" if len(labels) <= MAX_TICK_LABELS else f" ({len(labels)} members)"), fontsize=9)
     return fig
 
 
-def _cap(members: list[layout.MemberInfo], cap: int | None) -> list[layout.MemberInfo]:
-    return members if cap is None or len(members) <= cap else members[:cap]
+def _key(report: Report, names: list[str], ids: dict[str, str]) -> None:
+    """The key of a figure's short ids."""
+    import pandas as pd
+
+    report.md("Key of the ids (all ids in the `members` table):\n")
+    report.markdown_table(pd.DataFrame({"id": [ids[n] for n in names], "member": names}), max_rows=40)
 
 
-# ---------------------------------------------------------------- sections
+def _sample(members: list[layout.MemberInfo], cap: int | None) -> list[layout.MemberInfo]:
+    """At most `cap` members, evenly spread along their sorted paths (so across parents), deterministic."""
+    if cap is None or len(members) <= cap:
+        return members
+    ordered = sorted(members, key=lambda m: m.relpath)
+    return [ordered[i] for i in np.linspace(0, len(ordered) - 1, cap).round().astype(int)]
+
+
+# ---------------------------------------------------------------- performance
+
+
+def _learning_curves(report: Report, frame, curves) -> None:
+    """One panel per modality and stage: each member's headline metric over epochs, coloured by kind."""
+    plt = _plt()
+    panels = [(modality, stage) for modality in layout.MODALITIES for stage in layout.STAGES
+              if len(frame[(frame.modality == modality) & (frame.stage == stage)])]
+    if not panels or not len(curves):
+        return
+    cols = min(2, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
+    colours = {kind: f"C{i}" for i, kind in enumerate(sorted(set(frame.kind)))}
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    for ax, (modality, stage) in zip(axes.ravel(), panels):
+        part = frame[(frame.modality == modality) & (frame.stage == stage)]
+        shown = part.iloc[np.linspace(0, len(part) - 1, min(len(part), MAX_CURVES_PER_PANEL)).round().astype(int)]
+        by_member = len(shown) <= 10
+        labelled = set()
+        for row in shown.itertuples():
+            points = curves[curves.member == row.member]
+            kind = row.kind
+            if row.metric not in points or points[row.metric].isna().all():
+                continue
+            label = f"{row.id} ({kind})" if by_member else (kind if kind not in labelled else None)
+            labelled.add(kind)
+            ax.plot(points.epoch, points[row.metric], marker=".", alpha=0.75, label=label,
+                    color=None if by_member else colours[kind])  # few members: a colour each, else one per kind
+        metrics = ", ".join(sorted(set(part.metric)))
+        extra = f", {len(shown)} of {len(part)} members" if len(shown) < len(part) else ""
+        ax.set_title(f"{modality} {stage}: {metrics}{extra}", fontsize=9)
+        ax.set_ylabel(metrics)
+        _integer_epochs(ax)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    report.md("Learning curves (from result.json; ids as in the members table):\n")
+    report.figure("learning_curves", fig)
+
+
+def _final_metric_figures(report: Report, done, summary: list[dict[str, Any]]) -> None:
+    plt = _plt()
+    keys = sorted(done.groupby(["modality", "stage", "metric"]).groups)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
+    for ax, (modality, stage, metric) in zip(axes[0], keys):
+        part = done[(done.modality == modality) & (done.stage == stage) & (done.metric == metric)]
+        kind_labels = _as_labels(part.kind)
+        kinds = sorted(set(kind_labels))
+        ax.boxplot([part[kind_labels == k].final_metric for k in kinds], tick_labels=kinds)
+        ax.set_title(f"{modality} {stage}: final {metric}", fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+    report.figure("final_metric_by_stage", fig)
+    group_keys = [*POOL_KEYS, "factor"]
+    values: dict[tuple, set] = defaultdict(set)
+    for row in summary:
+        if row["factor"] != "(all)":
+            values[tuple(row[k] for k in group_keys)].add(row["value"])
+    varied = sorted(key for key, seen in values.items() if len(seen) > 1)
+    if not varied:
+        return
+    cols = min(4, len(varied))
+    fig, axes = plt.subplots(math.ceil(len(varied) / cols), cols, figsize=(3.6 * cols, 3.2 * math.ceil(
+        len(varied) / cols)), squeeze=False)
+    for ax, (modality, stage, kind, metric, factor) in zip(axes.ravel(), varied):
+        part = done[(done.modality == modality) & (done.stage == stage) & (done.kind == kind)
+                    & (done.metric == metric)]
+        labels_of = _as_labels(part[f"factor_{factor}"])
+        labels = sorted(set(labels_of))
+        for x, label in enumerate(labels):
+            ys = part[labels_of == label].final_metric
+            ax.scatter([x] * len(ys), ys, alpha=0.7)
+        ax.set_xticks(range(len(labels)), labels, rotation=45, fontsize=7)
+        ax.set_title(f"{kind} {metric} by {factor}", fontsize=8)
+    for ax in axes.ravel()[len(varied):]:
+        ax.axis("off")
+    report.figure("final_metric_by_factor", fig)
 
 
 def performance_section(report: Report, members: list[layout.MemberInfo]) -> None:
     import pandas as pd
 
-    plt = _plt()
     report.md("## Performance\n")
     frame = report.table("members", member_table(members))
-    report.markdown_table(frame[["member", "stage", "kind", "mode", "state", "metric", "final_metric"]])
+    report.markdown_table(frame[["id", "member", "stage", "kind", "mode", "state", "metric", "final_metric"]])
     curves = report.table("curves", curve_table(members))
-    groups = [(stage, metric) for stage in layout.STAGES for metric in sorted(set(frame[frame.stage == stage].metric))]
-    if groups and len(curves):
-        fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.8), squeeze=False)
-        for ax, (stage, metric) in zip(axes[0], groups):
-            names = frame[(frame.stage == stage) & (frame.metric == metric)].member
-            for name in names:
-                part = curves[curves.member == name]
-                if metric in part:
-                    ax.plot(part.epoch, part[metric], marker=".", alpha=0.7, label=_short(name))
-            ax.set_title(f"{stage}: {metric}")
-            ax.set_xlabel("epoch")
-            if len(names) <= 8:
-                ax.legend(fontsize=6)
-        report.md("Learning curves (from result.json):\n")
-        report.figure("learning_curves", fig)
-    # distributions per stage and per factor
-    summary = []
-    done = frame.dropna(subset=["final_metric"])
-    for (stage, metric), part in done.groupby(["stage", "metric"]):
-        summary.append({"stage": stage, "metric": metric, "factor": "(all)", "value": "(all)", "count": len(part),
-                        "mean": part.final_metric.mean(), "std": part.final_metric.std(ddof=0),
-                        "min": part.final_metric.min(), "max": part.final_metric.max()})
-        for column in [c for c in part.columns if c.startswith("factor_")]:
-            for value, sub in part.groupby(part[column].astype(str)):
-                if value in ("nan", "None"):
-                    continue
-                summary.append({"stage": stage, "metric": metric, "factor": column[len("factor_"):], "value": value,
-                                "count": len(sub), "mean": sub.final_metric.mean(),
-                                "std": sub.final_metric.std(ddof=0), "min": sub.final_metric.min(),
-                                "max": sub.final_metric.max()})
-    report.md("\nFinal metrics per stage and per generating factor:\n")
+    _learning_curves(report, frame, curves)
+    summary = factor_summary(frame)
+    report.md("\nFinal metrics per modality, stage and kind, and per generating factor:\n")
     summary_frame = report.table("factor_summary", pd.DataFrame(summary))
     report.markdown_table(summary_frame[summary_frame.factor == "(all)"] if len(summary_frame) else summary_frame)
+    done = frame.dropna(subset=["final_metric"])
     if len(done):
-        keys = sorted(done.groupby(["stage", "metric"]).groups)
-        fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
-        for ax, (stage, metric) in zip(axes[0], keys):
-            part = done[(done.stage == stage) & (done.metric == metric)]
-            kind_labels = _as_labels(part.kind)
-            kinds = sorted(set(kind_labels))
-            ax.boxplot([part[kind_labels == k].final_metric for k in kinds], tick_labels=kinds)
-            ax.set_title(f"{stage}: final {metric}")
-            ax.tick_params(axis="x", labelsize=7)
-        report.figure("final_metric_by_stage", fig)
-        varied = [(stage, metric, f) for stage, metric, f in
-                  {(r["stage"], r["metric"], r["factor"]) for r in summary if r["factor"] != "(all)"}
-                  if len({r["value"] for r in summary if (r["stage"], r["metric"], r["factor"]) == (stage, metric, f)})
-                  > 1]
-        varied.sort()
-        if varied:
-            cols = min(4, len(varied))
-            rows = math.ceil(len(varied) / cols)
-            fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
-            for ax, (stage, metric, factor) in zip(axes.ravel(), varied):
-                part = done[(done.stage == stage) & (done.metric == metric)]
-                values = _as_labels(part[f"factor_{factor}"])
-                labels = sorted(set(values))
-                for x, label in enumerate(labels):
-                    ys = part[values == label].final_metric
-                    ax.scatter([x] * len(ys), ys, alpha=0.7)
-                ax.set_xticks(range(len(labels)), labels, rotation=45, fontsize=7)
-                ax.set_title(f"{stage} {metric} by {factor}", fontsize=8)
-            for ax in axes.ravel()[len(varied):]:
-                ax.axis("off")
-            report.figure("final_metric_by_factor", fig)
+        _final_metric_figures(report, done, summary)
 
 
 def _as_labels(column):
@@ -366,386 +368,348 @@ def _as_labels(column):
                       else str(value)).astype(object)
 
 
-def soups_section(report: Report, members: list[layout.MemberInfo], tasks: soups.TaskCache, batch_size: int,
-                  epochs_last: int = 3) -> None:
+# ---------------------------------------------------------------- soups
+
+
+def _soup_row(parent: str, children: list[layout.MemberInfo], by_path: dict[str, layout.MemberInfo],
+              tasks: TaskCache, batch_size: int, epochs_last: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"parent": parent, "mode": _mode(children[0], by_path), "children": len(children)}
+    try:
+        greedy = soups.greedy_soup(children, tasks, batch_size, what=f"children of {parent}")
+    except (ValueError, layout.LayoutError) as err:
+        return {**row, "note": str(err)}
+    best = greedy.extra["best_ingredient"]
+    uniform = greedy.extra.get("uniform_soup") or {k: best[k] for k in ("validation_acc", "test_acc")}
+    epoch = soups.epoch_soup(by_path[best["member"]], epochs_last, tasks, batch_size)
+    return {
+        **row, "souped": len(greedy.extra["candidates"]), "excluded": len(greedy.excluded),
+        "best_ingredient": best["member"], "best_ingredient_test_acc": best["test_acc"],
+        "uniform_soup_test_acc": uniform["test_acc"], "greedy_soup_test_acc": greedy.metrics["test_acc"],
+        "greedy_ingredients": len(greedy.ingredients), "epoch_avg_test_acc": epoch.metrics.get("test_acc"),
+        "epoch_avg_checkpoints": len(epoch.ingredients), "best_ingredient_val_acc": best["validation_acc"],
+        "uniform_soup_val_acc": uniform["validation_acc"], "greedy_soup_val_acc": greedy.metrics["validation_acc"],
+        "note": "; ".join(f"left out {e['member']}: {e['reason']}" for e in greedy.excluded),
+    }
+
+
+SOUP_BARS = {"best_ingredient_test_acc": "best ingredient", "uniform_soup_test_acc": "uniform soup",
+             "greedy_soup_test_acc": "greedy soup", "epoch_avg_test_acc": "epoch average"}
+
+
+def _soups_figure(report: Report, scored, ids: dict[str, str]) -> None:
     plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(scored) + 2), 4))
+    width = 0.2
+    for index, (column, label) in enumerate(SOUP_BARS.items()):
+        ax.bar(np.arange(len(scored)) + index * width, scored[column].astype(float), width, label=label)
+    labels = [f"{ids.get(p, '?')} ({mode})" for p, mode in zip(scored.parent, scored["mode"])]
+    ax.set_xticks(np.arange(len(scored)) + 1.5 * width, labels, fontsize=8,
+                  rotation=30 if len(scored) > 4 else 0, ha="right" if len(scored) > 4 else "center")
+    ax.set_xlabel("parent (id as in the members table, pretraining mode)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Soups of each parent's finetuned children: test accuracy (validation chooses)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    report.figure("soups", fig)
+
+
+def soups_section(report: Report, members: list[layout.MemberInfo], tasks: TaskCache, batch_size: int,
+                  ids: dict[str, str], epochs_last: int = 3) -> None:
     report.md("## Soups\n")
     by_path = {m.relpath: m for m in members}
     parents: dict[str, list[layout.MemberInfo]] = defaultdict(list)
     for member in members:
-        if member.stage == "finetuning" and member.parent and soups.is_classifier(member):
+        if member.stage == "finetuning" and member.parent and is_classifier(member):
             parents[_parent_name(member)].append(member)
-    rows = []
-    for parent, children in sorted(parents.items()):
-        row: dict[str, Any] = {"parent": parent, "mode": _mode(children[0], by_path), "children": len(children)}
-        try:
-            greedy = soups.greedy_soup(children, tasks, batch_size, what=f"children of {parent}")
-        except (ValueError, layout.LayoutError) as err:
-            row["note"] = str(err)
-            rows.append(row)
-            continue
-        best = greedy.extra["best_ingredient"]
-        souped = len(greedy.extra["candidates"])
-        uniform = greedy.extra.get("uniform_soup") or {k: best[k] for k in ("validation_acc", "test_acc")}
-        best_member = by_path[best["member"]]
-        epoch = soups.epoch_soup(best_member, epochs_last, tasks, batch_size)
-        row.update({
-            "souped": souped, "excluded": len(greedy.excluded), "best_ingredient": best["member"],
-            "best_ingredient_test_acc": best["test_acc"], "uniform_soup_test_acc": uniform["test_acc"],
-            "greedy_soup_test_acc": greedy.metrics["test_acc"], "greedy_ingredients": len(greedy.ingredients),
-            "epoch_avg_test_acc": epoch.metrics.get("test_acc"), "epoch_avg_checkpoints": len(epoch.ingredients),
-            "best_ingredient_val_acc": best["validation_acc"], "uniform_soup_val_acc": uniform["validation_acc"],
-            "greedy_soup_val_acc": greedy.metrics["validation_acc"],
-            "note": "; ".join(f"left out {e['member']}: {e['reason']}" for e in greedy.excluded),
-        })
-        rows.append(row)
+    rows = [_soup_row(parent, children, by_path, tasks, batch_size, epochs_last)
+            for parent, children in sorted(parents.items())]
     if not rows:
         report.md("No finetuned classification members: no soups.\n")
         return
     report.md("Per parent: the best single ingredient (chosen by validation accuracy), the uniform and greedy soups of "
               "its largest compatible group of children, and the best ingredient averaged over its last "
               f"{epochs_last} checkpoints; test accuracy, with validation used only for choosing.\n")
-    frame = report.table("soups", rows)
-    shown = [c for c in ("parent", "mode", "souped", "best_ingredient_test_acc", "uniform_soup_test_acc",
-                         "greedy_soup_test_acc", "epoch_avg_test_acc") if c in frame]
+    frame = report.table("soups", [{"parent_id": ids.get(row["parent"], "?"), **row} for row in rows])
+    shown = [c for c in ("parent_id", "parent", "mode", "souped", *SOUP_BARS) if c in frame]
     report.markdown_table(frame[shown])
     scored = frame.dropna(subset=["greedy_soup_test_acc"]) if "greedy_soup_test_acc" in frame else frame.head(0)
     if len(scored):
-        fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(scored)), 3.5))
-        kinds = ["best_ingredient_test_acc", "uniform_soup_test_acc", "greedy_soup_test_acc", "epoch_avg_test_acc"]
-        width = 0.2
-        for index, kind in enumerate(kinds):
-            ax.bar(np.arange(len(scored)) + index * width, scored[kind].astype(float), width,
-                   label=kind.replace("_test_acc", ""))
-        ax.set_xticks(np.arange(len(scored)) + 1.5 * width, [_short(p) for p in scored.parent], fontsize=7)
-        ax.set_ylabel("test accuracy")
-        ax.legend(fontsize=7)
-        report.figure("soups", fig)
+        _soups_figure(report, scored, ids)
 
 
-def weight_section(report: Report, members: list[layout.MemberInfo], cap: int | None) -> None:
-    from tqdm.auto import tqdm
+# ---------------------------------------------------------------- weight space
 
+
+def _relation(row) -> str:
+    if row.same_parent:
+        return "same parent"
+    if row.stage_a == row.stage_b == "finetuning":
+        return "across parents"
+    if row.parent_a == row.member_b or row.parent_b == row.member_a:
+        return "parent-child"
+    return "pretraining" if row.stage_a == row.stage_b == "pretraining" else "other"
+
+
+def _pair_rows(modality: str, chosen: list[layout.MemberInfo], dist: np.ndarray, cosine: np.ndarray, size: int,
+               by_path: dict[str, layout.MemberInfo]) -> list[dict[str, Any]]:
+    rows = []
+    for i, a in enumerate(chosen):
+        for j in range(i + 1, len(chosen)):
+            b = chosen[j]
+            rows.append({
+                "modality": modality, "member_a": a.relpath, "member_b": b.relpath, "stage_a": a.stage,
+                "stage_b": b.stage, "parent_a": _parent_name(a), "parent_b": _parent_name(b),
+                "mode_a": _mode(a, by_path), "mode_b": _mode(b, by_path),
+                "same_parent": a.stage == b.stage == "finetuning" and _parent_name(a) == _parent_name(b),
+                "l2": float(dist[i, j]), "cosine": float(cosine[i, j]), "parameters": size})
+    return rows
+
+
+def _pairwise_weights(report: Report, modality: str, chosen: list[layout.MemberInfo],
+                      by_path: dict[str, layout.MemberInfo], ids: dict[str, str]) -> list[dict[str, Any]]:
+    """Pairwise L2 distance and cosine similarity of the members' shared backbone weights, with heatmaps."""
+    checkpoints = [m.checkpoint_dir() for m in chosen]
+    keys = shared_keys(checkpoints, backbone=True)
+    if not keys:
+        report.md(f"{modality}: the members share no backbone parameter; no pairwise weight metrics.\n")
+        return []
+    dist, cosine = gram_to_pairwise(weight_gram(checkpoints, keys))
+    shapes = weight_shapes(checkpoints[0])
+    size = sum(int(np.prod(shapes[k][1])) for k in keys)
+    report.md(f"{modality}: {len(chosen)} members, {len(keys)} shared backbone tensors ({size} parameters; "
+              "task heads left out).\n")
     plt = _plt()
-    report.md("## Weight space\n")
-    by_path = {m.relpath: m for m in members}
-    usable = [m for m in members if m.checkpoints]
-    pair_rows, norm_rows, travel_rows = [], [], []
-    for modality in layout.MODALITIES:
-        chosen = _cap([m for m in usable if m.modality == modality], cap)
-        if len(chosen) < 2:
-            continue
-        checkpoints = [m.checkpoint_dir() for m in chosen]
-        keys = shared_keys(checkpoints, backbone=True)
-        if not keys:
-            report.md(f"{modality}: the members share no backbone parameter; no pairwise weight metrics.\n")
-            continue
-        gram = weight_gram(checkpoints, keys)
-        dist, cosine = gram_to_pairwise(gram)
-        size = sum(int(np.prod(weight_shapes(checkpoints[0])[k][1])) for k in keys)
-        report.md(f"{modality}: {len(chosen)} members, {len(keys)} shared backbone tensors ({size} parameters; "
-                  "task heads left out).\n")
-        for i in range(len(chosen)):
-            for j in range(i + 1, len(chosen)):
-                a, b = chosen[i], chosen[j]
-                pair_rows.append({
-                    "modality": modality, "member_a": a.relpath, "member_b": b.relpath, "stage_a": a.stage,
-                    "stage_b": b.stage, "parent_a": _parent_name(a), "parent_b": _parent_name(b),
-                    "mode_a": _mode(a, by_path), "mode_b": _mode(b, by_path),
-                    "same_parent": a.stage == b.stage == "finetuning" and _parent_name(a) == _parent_name(b),
-                    "l2": float(dist[i, j]), "cosine": float(cosine[i, j]), "parameters": size})
-        labels = [m.relpath for m in chosen]
-        report.figure(f"weight_l2_{modality}", _heatmap(plt, dist, labels, f"{modality}: L2 distance of weights"))
-        report.figure(f"weight_cosine_{modality}", _heatmap(plt, cosine, labels, f"{modality}: cosine similarity",
-                                                            "magma"))
+    labels = [ids[m.relpath] for m in chosen]
+    report.figure(f"weight_l2_{modality}", _heatmap(plt, dist, labels, f"{modality}: L2 distance of weights"))
+    report.figure(f"weight_cosine_{modality}", _heatmap(plt, cosine, labels, f"{modality}: cosine similarity",
+                                                        "magma"))
+    _key(report, [m.relpath for m in chosen], ids)
+    return _pair_rows(modality, chosen, dist, cosine, size, by_path)
+
+
+def _weight_summary(report: Report, pair_rows: list[dict[str, Any]]) -> None:
     report.md("Pairwise distances (each pair once):\n")
     pairs = report.table("weight_pairs", pair_rows)
-    if len(pairs):
-        def relation(row) -> str:
-            if row.same_parent:
-                return "same parent"
-            if row.stage_a == row.stage_b == "finetuning":
-                return "across parents"
-            if row.parent_a == row.member_b or row.parent_b == row.member_a:
-                return "parent-child"
-            return "pretraining" if row.stage_a == row.stage_b == "pretraining" else "other"
+    if not len(pairs):
+        return
+    pairs = pairs.assign(relation=pairs.apply(_relation, axis=1))
+    summary = pairs.groupby(["modality", "relation", "mode_a", "mode_b"]).agg(
+        pairs=("l2", "size"), l2_mean=("l2", "mean"), cosine_mean=("cosine", "mean")).reset_index()
+    report.md("Within and across parents, per pretraining mode:\n")
+    report.table("weight_summary", summary)
+    report.markdown_table(summary)
 
-        pairs = pairs.assign(relation=pairs.apply(relation, axis=1))
-        summary = pairs.groupby(["modality", "relation", "mode_a", "mode_b"]).agg(
-            pairs=("l2", "size"), l2_mean=("l2", "mean"), cosine_mean=("cosine", "mean")).reset_index()
-        report.md("Within and across parents, per pretraining mode:\n")
-        report.table("weight_summary", summary)
-        report.markdown_table(summary)
-    # per-layer norms over training and distance travelled from the parent
-    chosen = _cap(usable, cap)
-    for member in tqdm(chosen, desc="weight norms", leave=False, disable=len(chosen) < 2):
-        parent_weights = None
-        parent = member.parent or {}
-        parent_member = by_path.get(str(parent.get("path")))
-        if member.stage == "finetuning" and parent_member is not None and parent.get("checkpoint"):
-            parent_ckpt = parent_member.path / parent["checkpoint"]
-            if parent_ckpt.is_dir():
-                parent_weights = {canonical(k): v for k, v in soups.read_weights(parent_ckpt).items()}
+
+def _parent_checkpoint(member: layout.MemberInfo, by_path: dict[str, layout.MemberInfo]) -> Path | None:
+    """The parent checkpoint a finetuned member started from, when it is in the zoo."""
+    parent = member.parent or {}
+    parent_member = by_path.get(str(parent.get("path")))
+    if member.stage != "finetuning" or parent_member is None or not parent.get("checkpoint"):
+        return None
+    checkpoint = parent_member.path / parent["checkpoint"]
+    return checkpoint if checkpoint.is_dir() else None
+
+
+def checkpoint_norms(checkpoint: Path, parent: Path | None) -> tuple[dict[str, float], tuple[float, float, int]]:
+    """Squared weight norm per layer group of a checkpoint, and (squared distance, squared norm, tensors) of its
+    backbone from the parent checkpoint's; one tensor (and its parent's) in memory at a time."""
+    reader = Reader([checkpoint] if parent is None else [checkpoint, parent])
+    groups: dict[str, float] = defaultdict(float)
+    moved = base = 0.0
+    count = 0
+    for key in reader.keys(0):
+        value = reader.get(0, key)
+        if not np.issubdtype(value.dtype, np.floating):
+            continue
+        value = value.astype(np.float64)
+        groups[layer_group(key)] += float(np.sum(value ** 2))
+        if parent is not None and key in reader.names[1] and is_backbone(key):
+            ref = reader.get(1, key)
+            if ref.shape == value.shape:
+                moved += float(np.sum((value - ref) ** 2))
+                base += float(np.sum(ref.astype(np.float64) ** 2))
+                count += 1
+    return groups, (moved, base, count)
+
+
+def _norms_and_travel(members: list[layout.MemberInfo], by_path: dict[str, layout.MemberInfo]
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    from tqdm.auto import tqdm
+
+    norm_rows, travel_rows = [], []
+    for member in tqdm(members, desc="weight norms", leave=False, disable=len(members) < 2):
+        parent = _parent_checkpoint(member, by_path)
         for epoch in member.checkpoints:
-            weights = soups.read_weights(member.checkpoint_dir(epoch))
-            groups: dict[str, float] = defaultdict(float)
-            for key, value in weights.items():
-                if np.issubdtype(value.dtype, np.floating):
-                    groups[layer_group(key)] += float(np.sum(value.astype(np.float64) ** 2))
-            for group, squared in groups.items():
-                norm_rows.append({"member": member.relpath, "stage": member.stage, "epoch": epoch, "layer": group,
-                                  "norm": math.sqrt(squared)})
-            if parent_weights is not None:
-                moved = base = 0.0
-                count = 0
-                for key, value in weights.items():
-                    ref = parent_weights.get(canonical(key))
-                    if ref is not None and ref.shape == value.shape and np.issubdtype(value.dtype, np.floating) \
-                            and is_backbone(key):
-                        moved += float(np.sum((value.astype(np.float64) - ref) ** 2))
-                        base += float(np.sum(ref.astype(np.float64) ** 2))
-                        count += 1
+            groups, (moved, base, count) = checkpoint_norms(member.checkpoint_dir(epoch), parent)
+            norm_rows.extend({"member": member.relpath, "stage": member.stage, "epoch": epoch, "layer": group,
+                              "norm": math.sqrt(squared)} for group, squared in groups.items())
+            if parent is not None:
                 travel_rows.append({"member": member.relpath, "parent": _parent_name(member),
                                     "mode": _mode(member, by_path), "epoch": epoch, "distance": math.sqrt(moved),
                                     "relative": math.sqrt(moved / base) if base else float("nan"),
                                     "shared_tensors": count})
+    return norm_rows, travel_rows
+
+
+def _norm_figure(report: Report, norms) -> None:
+    plt = _plt()
+    stages = sorted(set(norms.stage))
+    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.6), squeeze=False)
+    for ax, stage in zip(axes[0], stages):
+        part = norms[norms.stage == stage].groupby(["layer", "epoch"]).norm.mean().reset_index()
+        for layer_name, sub in part.groupby("layer"):
+            ax.plot(sub.epoch, sub.norm, marker=".", label=layer_name)
+        ax.set_title(f"{stage}: mean per-layer norm", fontsize=9)
+        _integer_epochs(ax)
+        ax.legend(fontsize=6)
+    report.figure("layer_norms", fig)
+
+
+def _travel_figure(report: Report, travel, ids: dict[str, str]) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, sub in travel.groupby("member"):
+        ax.plot(sub.epoch, sub.distance, marker=".", label=ids.get(name, _short(name)))
+    _integer_epochs(ax)
+    ax.set_ylabel("L2 distance from parent")
+    ax.set_title("Distance travelled from the parent checkpoint", fontsize=9)
+    if travel.member.nunique() <= 12:
+        ax.legend(fontsize=7)
+    report.figure("distance_travelled", fig)
+
+
+def weight_section(report: Report, members: list[layout.MemberInfo], cap: int | None, ids: dict[str, str]) -> None:
+    report.md("## Weight space\n")
+    by_path = {m.relpath: m for m in members}
+    usable = [m for m in members if m.checkpoints]
+    pair_rows: list[dict[str, Any]] = []
+    for modality in layout.MODALITIES:
+        chosen = _sample([m for m in usable if m.modality == modality], cap)
+        if len(chosen) >= 2:
+            pair_rows += _pairwise_weights(report, modality, chosen, by_path, ids)
+    _weight_summary(report, pair_rows)
+    norm_rows, travel_rows = _norms_and_travel(_sample(usable, cap), by_path)
     report.md("\nPer-layer weight norms at every checkpoint:\n")
     norms = report.table("layer_norms", norm_rows)
     if len(norms):
-        stages = sorted(set(norms.stage))
-        fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.6), squeeze=False)
-        for ax, stage in zip(axes[0], stages):
-            part = norms[norms.stage == stage].groupby(["layer", "epoch"]).norm.mean().reset_index()
-            for layer_name, sub in part.groupby("layer"):
-                ax.plot(sub.epoch, sub.norm, marker=".", label=layer_name)
-            ax.set_title(f"{stage}: mean per-layer norm")
-            ax.set_xlabel("epoch")
-            ax.legend(fontsize=6)
-        report.figure("layer_norms", fig)
+        _norm_figure(report, norms)
     report.md("\nDistance travelled from the parent checkpoint (shared backbone parameters):\n")
     travel = report.table("distance_travelled", travel_rows)
     if len(travel):
-        fig, ax = plt.subplots(figsize=(5.5, 3.6))
-        for name, sub in travel.groupby("member"):
-            ax.plot(sub.epoch, sub.distance, marker=".", label=_short(name))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("L2 distance from parent")
-        if travel.member.nunique() <= 8:
-            ax.legend(fontsize=6)
-        report.figure("distance_travelled", fig)
+        _travel_figure(report, travel, ids)
 
 
-def behaviour_section(report: Report, members: list[layout.MemberInfo], tasks: soups.TaskCache, cap: int | None,
-                      batch_size: int) -> None:
+# ---------------------------------------------------------------- behaviour
+
+
+def _test_outputs(group: list[layout.MemberInfo], tasks: TaskCache, batch_size: int) -> dict[str, dict[str, Any]]:
     from tqdm.auto import tqdm
 
+    outputs = {}
+    for member in tqdm(group, desc="test-split outputs", leave=False):
+        model = load_model(member.checkpoint_dir())
+        out = run_model(model, tasks.get(member), "test", batch_size, features=True)
+        outputs[member.relpath] = {"pred": out["logits"].argmax(-1) if "logits" in out else None,
+                                   "features": out["features"]}
+        del model
+    return outputs
+
+
+def _behaviour_pairs(key: str, names: list[str], outputs: dict[str, dict[str, Any]]
+                     ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    cka = np.eye(len(names))
+    agreement = np.full((len(names), len(names)), np.nan)
+    rows = []
+    for i, a in enumerate(names):
+        if outputs[a]["pred"] is not None:
+            agreement[i, i] = 1.0
+        for j in range(i + 1, len(names)):
+            b = names[j]
+            cka[i, j] = cka[j, i] = linear_cka(outputs[a]["features"], outputs[b]["features"])
+            pred_a, pred_b = outputs[a]["pred"], outputs[b]["pred"]
+            if pred_a is not None and pred_b is not None and len(pred_a) == len(pred_b):
+                agreement[i, j] = agreement[j, i] = float(np.mean(pred_a == pred_b))
+            rows.append({"task": key, "member_a": a, "member_b": b, "agreement": agreement[i, j],
+                         "cka": cka[i, j], "examples": len(outputs[a]["features"])})
+    return cka, agreement, rows
+
+
+def behaviour_section(report: Report, members: list[layout.MemberInfo], tasks: TaskCache, cap: int | None,
+                      batch_size: int, ids: dict[str, str]) -> None:
     plt = _plt()
     report.md("## Behaviour\n")
-    candidates = [m for m in members if m.checkpoints and (
-        soups.is_classifier(m) or soups.model_architecture(m.checkpoint_dir()) == "ViTModel")]
     by_task: dict[str, list[layout.MemberInfo]] = defaultdict(list)
-    for member in candidates:
+    for member in filter(has_representation, members):
         try:
             by_task[tasks.task_key(member)].append(member)
         except (ValueError, OSError) as err:
             report.md(f"- {member.relpath}: skipped ({err})")
     rows = []
     for key, group in sorted(by_task.items()):
-        group = _cap(group, cap)
+        group = _sample(group, cap)
         if len(group) < 2:
             continue
-        outputs = {}
-        for member in tqdm(group, desc="test-split outputs", leave=False):
-            model = soups.load_model(member.checkpoint_dir())
-            out = soups.run_model(model, tasks.get(member), "test", batch_size, features=True)
-            outputs[member.relpath] = {"pred": out["logits"].argmax(-1) if "logits" in out else None,
-                                       "features": out["features"]}
-            del model
         names = [m.relpath for m in group]
-        cka = np.eye(len(names))
-        agreement = np.full((len(names), len(names)), np.nan)
-        for i, a in enumerate(names):
-            if outputs[a]["pred"] is not None:
-                agreement[i, i] = 1.0
-            for j in range(i + 1, len(names)):
-                b = names[j]
-                cka[i, j] = cka[j, i] = linear_cka(outputs[a]["features"], outputs[b]["features"])
-                if outputs[a]["pred"] is not None and outputs[b]["pred"] is not None and \
-                        len(outputs[a]["pred"]) == len(outputs[b]["pred"]):
-                    agreement[i, j] = agreement[j, i] = float(np.mean(outputs[a]["pred"] == outputs[b]["pred"]))
-                rows.append({"task": key, "member_a": a, "member_b": b, "agreement": agreement[i, j],
-                             "cka": cka[i, j], "examples": len(outputs[a]["features"])})
-        dataset = soups.data_arguments(group[0]).dataset
+        cka, agreement, pairs = _behaviour_pairs(key, names, _test_outputs(group, tasks, batch_size))
+        rows += pairs
+        dataset = data_arguments(group[0]).dataset
+        labels = [ids[name] for name in names]
         report.md(f"Data set {dataset} (task {key}): {len(names)} members.\n")
-        report.figure(f"cka_{key}", _heatmap(plt, cka, names, f"linear CKA, {dataset} test split", "magma"))
+        report.figure(f"cka_{key}", _heatmap(plt, cka, labels, f"linear CKA, {dataset} test split", "magma"))
         if not np.all(np.isnan(agreement)):
-            report.figure(f"agreement_{key}", _heatmap(plt, agreement, names, f"prediction agreement, {dataset}"))
+            report.figure(f"agreement_{key}", _heatmap(plt, agreement, labels, f"prediction agreement, {dataset}"))
+        _key(report, names, ids)
     report.md("Pairwise prediction agreement and linear CKA of the last hidden representation on the test split:\n")
     frame = report.table("behaviour_pairs", rows)
     if len(frame):
         report.markdown_table(frame.drop(columns=["task"]).assign(
-            member_a=frame.member_a.map(_short), member_b=frame.member_b.map(_short)))
+            member_a=frame.member_a.map(ids), member_b=frame.member_b.map(ids)))
 
 
-def analyze(zoo_dir: str | Path, out: str | Path, max_members: int | None = None, batch_size: int = 256) -> Path:
-    """Write the report of the zoo at `zoo_dir` to `out`; returns the path of report.md."""
-    zoo_dir, out = Path(zoo_dir), Path(out)
+# ---------------------------------------------------------------- the report
+
+
+def _members_of(zoo_dir: Path, max_members: int | None) -> list[layout.MemberInfo]:
     if not zoo_dir.is_dir():
-        raise AnalysisError(f"{zoo_dir}: not a folder")
+        raise AnalysisError(f"{zoo_dir}: not a folder" if zoo_dir.exists() else f"{zoo_dir}: not found")
     if max_members is not None and max_members < 2:
         raise AnalysisError(f"--max-members must be at least 2, got {max_members}")
     members = layout.scan_members(zoo_dir)
     if not members:
         raise AnalysisError(f"{zoo_dir}: no zoo members found")
+    return members
+
+
+def analyze(zoo_dir: str | Path, out: str | Path, max_members: int | None = None, batch_size: int = 256,
+            weights_only: bool = False) -> Path:
+    """Write the report of the zoo at `zoo_dir` to `out`; returns the path of report.md. `weights_only` skips what
+    needs data or models (soups, behaviour) and caps pairwise metrics at DEFAULT_WEIGHTS_ONLY_CAP members unless
+    `max_members` says otherwise."""
+    zoo_dir, out = Path(zoo_dir), Path(out)
+    members = _members_of(zoo_dir, max_members)
+    if weights_only and max_members is None:
+        max_members = DEFAULT_WEIGHTS_ONLY_CAP
     report = Report(out)
-    spec = layout.read_zoo_file(zoo_dir) or {}
-    name = (spec.get("spec") or {}).get("name") or zoo_dir.name
-    states = defaultdict(int)
+    name = ((layout.read_zoo_file(zoo_dir) or {}).get("spec") or {}).get("name") or zoo_dir.name
+    states: dict[str, int] = defaultdict(int)
     for member in members:
         states[member.state] += 1
     report.md(f"# Zoo report: {name}\n")
     report.md(f"Zoo `{zoo_dir}`: {len(members)} members (" + ", ".join(f"{v} {k}" for k, v in sorted(states.items()))
               + ")." + (f" Pairwise metrics use at most {max_members} members per group." if max_members else "")
-              + "\n")
-    tasks = soups.TaskCache()
+              + (" Weights only: no soups, no behaviour (nothing evaluated)." if weights_only else "") + "\n")
+    ids = member_ids(members)
     complete = [m for m in members if m.state == "complete"]
+    tasks = TaskCache()
     performance_section(report, members)
-    soups_section(report, complete, tasks, batch_size)
-    weight_section(report, complete, max_members)
-    behaviour_section(report, complete, tasks, max_members, batch_size)
+    if not weights_only:
+        soups_section(report, complete, tasks, batch_size, ids)
+    weight_section(report, complete, max_members, ids)
+    if not weights_only:
+        behaviour_section(report, complete, tasks, max_members, batch_size, ids)
     return report.write()
 
 
 def cli_analyze(args) -> int:
-    path = analyze(args.zoo_dir, args.out, args.max_members, args.batch_size)
+    path = analyze(args.zoo_dir, args.out, args.max_members, args.batch_size, args.weights_only)
     print(f"report written to {path}")
-    return 0
-
-
-# ---------------------------------------------------------------- benchmark
-
-
-def checkpoint_features(members: list[layout.MemberInfo]) -> tuple[np.ndarray, list[dict[str, Any]], list[str]]:
-    """Per-tensor statistics of every checkpoint of `members` over the tensors they all share: (X, rows, columns)."""
-    from tqdm.auto import tqdm
-
-    checkpoints = [m.checkpoint_dir(e) for m in members for e in m.checkpoints]
-    keys = shared_keys(checkpoints)
-    if not keys:
-        raise AnalysisError("the members share no parameter tensor to compute statistics on")
-    stat_names = ["mean", "std", *[f"q{int(q * 100)}" for q in QUANTILES]]
-    columns = [f"{key}:{stat}" for key in keys for stat in stat_names]
-    features, rows = [], []
-    for member in tqdm(members, desc="weight statistics", leave=False, disable=len(members) < 4):
-        results = {int(r["epoch"]): r for r in member.results}
-        for epoch in member.checkpoints:
-            reader = _Reader([member.checkpoint_dir(epoch)])
-            features.append([s for key in keys for s in tensor_stats(reader.get(0, key))])
-            rows.append({"member": member.relpath, "epoch": epoch, **(results.get(epoch) or {}),
-                         "factors": member.factors})
-    return np.asarray(features, dtype=np.float64), rows, columns
-
-
-def _benchmark_members(zoo_dir: Path, task: str, factor: str | None) -> tuple[list[layout.MemberInfo], str]:
-    members = [m for m in layout.scan_members(zoo_dir) if m.checkpoints]
-    if task == "predict-accuracy":
-        chosen = [m for m in members if m.stage == "finetuning" and soups.is_classifier(m)]
-        what = "finetuned classification members"
-        if len(chosen) < MIN_BENCHMARK_MEMBERS:
-            chosen = [m for m in members if soups.is_classifier(m) and m.config.get("metric") == "test_acc"]
-            what = "classification members"
-    else:
-        chosen = [m for m in members if factor in m.factors]
-        what = f"members with factor {factor!r}"
-    by_modality: dict[str, list[layout.MemberInfo]] = defaultdict(list)
-    for member in chosen:
-        by_modality[member.modality].append(member)
-    chosen = max(by_modality.values(), key=len, default=[])
-    if len(chosen) < MIN_BENCHMARK_MEMBERS:
-        raise AnalysisError(f"{zoo_dir}: too few {what} for --task {task}: {len(chosen)}, need at least "
-                            f"{MIN_BENCHMARK_MEMBERS} (a member is never in both train and test)")
-    return chosen, what
-
-
-def benchmark(zoo_dir: str | Path, task: str = "predict-accuracy", factor: str | None = None,
-              seed: int = 0) -> dict[str, Any]:
-    """Weight-statistics baselines (Unterthiner et al. 2020), cross-validated by member (GroupKFold): predict each
-    checkpoint's test accuracy (R^2, Kendall's tau) or a member's generating factor (accuracy vs majority)."""
-    from scipy.stats import kendalltau
-    from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
-    from sklearn.metrics import accuracy_score, r2_score
-    from sklearn.model_selection import GroupKFold
-
-    zoo_dir = Path(zoo_dir)
-    if not zoo_dir.is_dir():
-        raise AnalysisError(f"{zoo_dir}: not a folder")
-    if task not in ("predict-accuracy", "predict-factor"):
-        raise AnalysisError(f"unknown task {task!r}")
-    if task == "predict-factor":
-        if factor is None:
-            found = {key for m in layout.scan_members(zoo_dir) for key in m.factors}
-            factor = next((f for f in ("optimizer", "optim") if f in found), "optimizer")
-    members, what = _benchmark_members(zoo_dir, task, factor)
-    x, rows, columns = checkpoint_features(members)
-    groups = np.asarray([row["member"] for row in rows])
-    if task == "predict-accuracy":
-        keep = np.asarray([isinstance(row.get("test_acc"), (int, float)) for row in rows])
-        x, groups = x[keep], groups[keep]
-        y = np.asarray([row["test_acc"] for row, k in zip(rows, keep) if k], dtype=np.float64)
-        if len(y) < 2 * MIN_BENCHMARK_MEMBERS or len(np.unique(y)) < 2:
-            raise AnalysisError(f"{zoo_dir}: too few checkpoints with a test_acc ({len(y)}) or no variation to "
-                                "predict")
-    else:
-        labels = np.asarray([str(row["factors"].get(factor)) for row in rows])
-        if len(set(labels)) < 2:
-            raise AnalysisError(f"{zoo_dir}: factor {factor!r} takes one value ({labels[0]}) among the {what}; "
-                                "nothing to predict")
-        y = labels
-    n_groups = len(set(groups))
-    folds = min(5, n_groups)
-    predictions = np.empty(len(y), dtype=object if task == "predict-factor" else np.float64)
-    baseline = np.empty_like(predictions)
-    for train, test in GroupKFold(n_splits=folds).split(x, y, groups):
-        assert not set(groups[train]) & set(groups[test])
-        if task == "predict-accuracy":
-            model = GradientBoostingRegressor(random_state=seed, n_estimators=100, max_depth=2)
-            model.fit(x[train], y[train])
-            predictions[test] = model.predict(x[test])
-            baseline[test] = y[train].mean()
-        else:
-            values, counts = np.unique(y[train], return_counts=True)
-            majority = values[np.argmax(counts)]
-            baseline[test] = majority
-            if len(values) < 2:
-                predictions[test] = majority
-                continue
-            model = GradientBoostingClassifier(random_state=seed, n_estimators=100, max_depth=2)
-            model.fit(x[train], y[train])
-            predictions[test] = model.predict(x[test])
-    result: dict[str, Any] = {"task": task, "zoo": str(zoo_dir), "members": n_groups, "checkpoints": int(len(y)),
-                              "features": len(columns), "folds": folds, "split": "GroupKFold by member",
-                              "model": "GradientBoosting", "seed": seed, "population": what}
-    if task == "predict-accuracy":
-        tau = kendalltau(y, predictions.astype(np.float64)).statistic
-        result.update({"target": "test_acc", "r2": float(r2_score(y, predictions.astype(np.float64))),
-                       "kendall_tau": float(tau) if tau is not None and not np.isnan(tau) else 0.0,
-                       "baseline_r2": float(r2_score(y, baseline.astype(np.float64)))})
-    else:
-        result.update({"target": factor, "classes": sorted(set(y.tolist())),
-                       "accuracy": float(accuracy_score(y.astype(str), predictions.astype(str))),
-                       "majority_accuracy": float(accuracy_score(y.astype(str), baseline.astype(str)))})
-    return result
-
-
-def cli_benchmark(args) -> int:
-    result = benchmark(args.zoo_dir, args.task, args.factor, args.seed)
-    keys = [k for k in ("task", "target", "population", "members", "checkpoints", "features", "folds", "model", "r2",
-                        "kendall_tau", "baseline_r2", "accuracy", "majority_accuracy") if k in result]
-    width = max(len(k) for k in keys)
-    for key in keys:
-        value = result[key]
-        print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
-    if args.out:
-        layout.atomic_write_json(args.out, result)
-        print(f"written to {args.out}", file=sys.stderr)
     return 0

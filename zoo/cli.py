@@ -69,7 +69,10 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="diversity and performance report of a zoo (report.md, figures, tables)")
     p.add_argument("zoo_dir")
     p.add_argument("--out", required=True)
-    p.add_argument("--max-members", type=int, default=None, help="cap the members used by pairwise metrics")
+    p.add_argument("--max-members", type=int, default=None,
+                   help="cap the members used by pairwise metrics (an even sample; --weights-only: default 128)")
+    p.add_argument("--weights-only", action="store_true",
+                   help="no data, no models: performance from result.json and the weight space, streamed")
     p.add_argument("--batch-size", type=int, default=256)
     p.set_defaults(module="zoo.analysis", func="cli_analyze")
 
@@ -81,7 +84,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--factor", default=None, help="--task predict-factor: which factor (default: optim)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the scores as JSON here too")
-    p.set_defaults(module="zoo.analysis", func="cli_benchmark")
+    p.set_defaults(module="zoo.benchmark", func="cli_benchmark")
 
 
 def build_parser() -> argparse.ArgumentParser:

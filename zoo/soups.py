@@ -14,9 +14,9 @@ A soup is a normal checkpoint folder (`config.json` and `model.safetensors` from
 tokenizer files of an ingredient) plus `soup.json`: method, ingredients (member relpaths and checkpoints), excluded
 members, and validation and test metrics of the soup and of its ingredients.
 
-Evaluation helpers (`TaskCache`, `evaluate_model`, `run_model`) are shared with `zoo.analysis`: they rebuild a
-member's held-out splits from its config (splits are fixed by `split_seed`, so a whole zoo shares them) and run one
-model at a time in batches. Zoos are read through `zoo.layout` only; weights are read with safetensors, never pickle.
+`--out` is never a zoo member's folder or inside one, and an existing `--out` is replaced only when it holds an
+earlier soup of the same command (method, zoo, parent or member, --last). Evaluation is `zoo.evaluation`'s. Zoos are
+read through `zoo.layout` only; weights are read with safetensors, never pickle.
 """
 
 from __future__ import annotations
@@ -32,11 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from zoo import layout
+from zoo import architectures, layout
+from zoo.evaluation import TaskCache, data_arguments, evaluate_members, evaluate_model, load_model, model_architecture
+from zoo.weights import read_weights as read_weight_file
 
 SOUP_FORMAT = "transformer-zoo/soup/v1"
 SOUP_FILE = "soup.json"
-CLASSIFIERS = ("ViTForImageClassification", "GPT2ForSequenceClassification")
 _SKIP_COPY = {"config.json", layout.WEIGHTS, SOUP_FILE, "generation_config.json"}
 
 
@@ -48,13 +49,11 @@ class SoupError(ValueError):
 
 
 def read_weights(checkpoint: str | Path) -> dict[str, np.ndarray]:
-    """All tensors of a checkpoint's model.safetensors as numpy arrays (no pickle involved)."""
-    from safetensors.numpy import load_file
-
-    path = Path(checkpoint) / layout.WEIGHTS
-    if not path.is_file():
-        raise SoupError(f"{checkpoint}: no {layout.WEIGHTS}")
-    return load_file(str(path))
+    """All tensors of a checkpoint (see `zoo.weights.read_weights`); a missing or damaged file is a SoupError."""
+    try:
+        return read_weight_file(checkpoint)
+    except (layout.LayoutError, OSError) as err:
+        raise SoupError(str(err)) from None
 
 
 def average_weights(checkpoints: Iterable[str | Path]) -> dict[str, np.ndarray]:
@@ -91,216 +90,6 @@ def weight_signature(checkpoint: str | Path) -> str:
     head = config.get("zoo_head") or {}
     text = json.dumps([shapes, config.get("architectures"), head.get("type")], default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------- tasks and evaluation
-
-
-def data_arguments(member: layout.MemberInfo):
-    """The member's DataArguments, rebuilt from the recipe in its config.json."""
-    from zoo.arguments import DataArguments
-
-    recipe = member.config.get("recipe") or {}
-    names = {f.name for f in dataclasses.fields(DataArguments) if f.init}
-    kwargs = {key: value for key, value in recipe.items() if key in names}
-    if not kwargs.get("dataset"):
-        source = (member.config.get("data") or {}).get("source")
-        if source:
-            kwargs["dataset"] = source
-    if not kwargs.get("dataset"):
-        raise SoupError(f"member {member.relpath or member.name}: its config names no data set to evaluate on")
-    return DataArguments(**kwargs)
-
-
-def model_architecture(checkpoint: str | Path) -> str:
-    config = layout.read_json(Path(checkpoint) / "config.json")
-    return (config.get("architectures") or [""])[0]
-
-
-def is_classifier(member: layout.MemberInfo) -> bool:
-    return bool(member.checkpoints) and model_architecture(member.checkpoint_dir()) in CLASSIFIERS
-
-
-@dataclasses.dataclass
-class Task:
-    """The held-out splits of one data configuration, ready to be fed to a model."""
-
-    key: str
-    modality: str
-    splits: Any
-    mean: float = 0.5
-    std: float = 0.5
-    tokenizer: Any = None
-    collator: Any = None
-
-
-class TaskCache:
-    """Held-out splits per data configuration, loaded once per process."""
-
-    def __init__(self) -> None:
-        self._tasks: dict[str, Task] = {}
-
-    def task_key(self, member: layout.MemberInfo, checkpoint: str | Path | None = None) -> str:
-        checkpoint = Path(checkpoint or member.checkpoint_dir())
-        data_args = dataclasses.asdict(data_arguments(member))
-        data_args.pop("preprocessing_num_workers", None)
-        config = layout.read_json(checkpoint / "config.json")
-        extra: Any
-        if member.modality == "vision":
-            extra = [config.get("image_size"), config.get("num_channels")]
-        else:
-            tokenizer_file = checkpoint / "tokenizer.json"
-            extra = hashlib.sha256(tokenizer_file.read_bytes()).hexdigest() if tokenizer_file.is_file() else str(
-                checkpoint)
-        return hashlib.sha256(json.dumps([member.modality, data_args, extra], default=str).encode()).hexdigest()[:16]
-
-    def get(self, member: layout.MemberInfo, checkpoint: str | Path | None = None) -> Task:
-        from zoo.data import load_images, load_text_classification
-
-        checkpoint = Path(checkpoint or member.checkpoint_dir())
-        key = self.task_key(member, checkpoint)
-        if key in self._tasks:
-            return self._tasks[key]
-        data_args = data_arguments(member)
-        config = layout.read_json(checkpoint / "config.json")
-        if member.modality == "vision":
-            data = load_images(data_args, int(config["image_size"]), int(config.get("num_channels", 3)))
-            task = Task(key, "vision", data.splits, float(data_args.image_mean), float(data_args.image_std))
-        else:
-            from transformers import AutoTokenizer, DataCollatorWithPadding
-
-            tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = tokenizer.eos_token
-            data = load_text_classification(data_args, tokenizer)
-            task = Task(key, "language", data.splits, tokenizer=tokenizer, collator=DataCollatorWithPadding(tokenizer))
-        self._tasks[key] = task
-        return task
-
-
-def device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _batches(task: Task, split: str, batch_size: int):
-    import torch
-
-    from zoo import augment
-
-    data = task.splits[split]
-    for start in range(0, len(data), batch_size):
-        rows = data[start : start + batch_size]
-        if task.modality == "vision":
-            # exactly the trainer's evaluation transform (zoo.training.ImageClassification.eval_step), so that the
-            # metrics here reproduce the members' result.json
-            images = augment.normalize(augment.to_unit(torch.as_tensor(rows["pixel_values"])), task.mean, task.std)
-            yield {"pixel_values": images}, torch.as_tensor(rows["labels"])
-        else:
-            keys = [key for key in ("input_ids", "attention_mask") if key in rows]
-            features = [dict(zip(keys, values)) for values in zip(*(rows[key] for key in keys))]
-            batch = task.collator(features)
-            yield {key: batch[key] for key in keys}, torch.as_tensor(rows["labels"])
-
-
-def run_model(model, task: Task, split: str = "test", batch_size: int = 256,
-              features: bool = False) -> dict[str, np.ndarray]:
-    """Logits (classifiers), labels and, with `features`, the last hidden representation on one split: the CLS token
-    for ViT (the classifier's input), the last non-pad token for GPT-2."""
-    import torch
-
-    model_device = next(model.parameters()).device
-    captured: list[torch.Tensor] = []
-    head = getattr(model, "classifier", None) or getattr(model, "score", None)
-    hook = head.register_forward_hook(lambda module, args, out: captured.append(args[0])) \
-        if features and head is not None else None
-    logits, labels, feats = [], [], []
-    try:
-        with torch.no_grad():
-            for inputs, batch_labels in _batches(task, split, batch_size):
-                inputs = {key: value.to(model_device) for key, value in inputs.items()}
-                captured.clear()
-                output = model(**inputs)
-                if hasattr(output, "logits"):
-                    logits.append(output.logits.float().cpu())
-                if features:
-                    if head is not None:
-                        hidden = captured[0]
-                    else:  # a bare backbone (ViTModel): its normalised last hidden state
-                        hidden = output.last_hidden_state
-                    if hidden.ndim == 3:
-                        if "input_ids" in inputs and head is not None:
-                            pad = model.config.pad_token_id
-                            ids = inputs["input_ids"]
-                            index = torch.arange(ids.shape[-1], device=ids.device)
-                            last = (index * (ids != pad).int()).argmax(-1) if pad is not None else \
-                                torch.full((ids.shape[0],), ids.shape[-1] - 1, device=ids.device)
-                            hidden = hidden[torch.arange(ids.shape[0], device=ids.device), last]
-                        elif "attention_mask" in inputs:
-                            last = inputs["attention_mask"].sum(-1) - 1
-                            hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-                        else:
-                            hidden = hidden[:, 0]
-                    feats.append(hidden.float().cpu())
-                labels.append(batch_labels)
-    finally:
-        if hook is not None:
-            hook.remove()
-    out = {"labels": torch.cat(labels).numpy()}
-    if logits:
-        out["logits"] = torch.cat(logits).numpy()
-    if feats:
-        out["features"] = torch.cat(feats).numpy()
-    return out
-
-
-def metrics_of(outputs: dict[str, np.ndarray]) -> dict[str, float]:
-    """Accuracy and cross-entropy of `run_model` outputs."""
-    logits, labels = outputs["logits"].astype(np.float64), outputs["labels"]
-    shifted = logits - logits.max(-1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-    loss = float(-log_probs[np.arange(len(labels)), labels].mean()) if len(labels) else float("nan")
-    acc = float((logits.argmax(-1) == labels).mean()) if len(labels) else float("nan")
-    return {"acc": acc, "loss": loss}
-
-
-def evaluate_model(model, task: Task, splits: Iterable[str] = ("validation", "test"),
-                   batch_size: int = 256) -> dict[str, float]:
-    """{'validation_acc', 'validation_loss', 'test_acc', 'test_loss'} of a classifier."""
-    out: dict[str, float] = {}
-    for split in splits:
-        for key, value in metrics_of(run_model(model, task, split, batch_size)).items():
-            out[f"{split}_{key}"] = value
-    return out
-
-
-def load_model(checkpoint: str | Path, weights: dict[str, np.ndarray] | None = None):
-    """A member checkpoint's model for evaluation (MLP heads included), with `weights` (named as saved in
-    model.safetensors) in place of its own. Saved names can differ from the in-memory module names, so the weights go
-    through a temporary checkpoint folder and the stock loader."""
-    import tempfile
-
-    from safetensors.numpy import save_file
-    from transformers.utils import logging as hf_logging
-
-    from zoo.models import load_member_model
-
-    checkpoint = Path(checkpoint)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        if weights is None:
-            return load_member_model(checkpoint, device()).eval()
-        with tempfile.TemporaryDirectory(prefix="zoo-soup-") as tmp:
-            shutil.copy2(checkpoint / "config.json", Path(tmp) / "config.json")
-            save_file({key: np.ascontiguousarray(value) for key, value in weights.items()},
-                      str(Path(tmp) / layout.WEIGHTS), metadata={"format": "pt"})
-            return load_member_model(tmp, device()).eval()
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
 
 
 # ---------------------------------------------------------------- choosing ingredients
@@ -370,19 +159,6 @@ def _ingredient(member: layout.MemberInfo, epoch: int, metrics: dict[str, float]
             **(metrics or {})}
 
 
-def evaluate_members(members: list[layout.MemberInfo], tasks: TaskCache, batch_size: int = 256,
-                     progress: bool = True) -> dict[str, dict[str, float]]:
-    """Validation and test metrics of each member's last checkpoint, one model in memory at a time."""
-    from tqdm.auto import tqdm
-
-    out = {}
-    for member in tqdm(members, desc="evaluating members", disable=not progress or len(members) < 2, leave=False):
-        model = load_model(member.checkpoint_dir())
-        out[member.relpath] = evaluate_model(model, tasks.get(member), batch_size=batch_size)
-        del model
-    return out
-
-
 def pick_group(members: list[layout.MemberInfo], what: str) -> tuple[list[layout.MemberInfo], list[dict[str, str]]]:
     """The largest compatible group of `members` (see the module docstring) and the members left out."""
     groups, excluded = compatible_groups(members)
@@ -408,7 +184,7 @@ def uniform_soup(members: list[layout.MemberInfo], tasks: TaskCache | None = Non
     template = chosen[0].checkpoint_dir()
     metrics: dict[str, float] = {}
     ingredient_metrics: dict[str, dict[str, float]] = {}
-    if evaluate and model_architecture(template) in CLASSIFIERS:
+    if evaluate and model_architecture(template) in architectures.CLASSIFIERS:
         tasks = tasks or TaskCache()
         ingredient_metrics = evaluate_members(chosen, tasks, batch_size)
         metrics = evaluate_model(load_model(template, weights), tasks.get(chosen[0]), batch_size=batch_size)
@@ -421,7 +197,7 @@ def greedy_soup(members: list[layout.MemberInfo], tasks: TaskCache | None = None
     """Greedy soup on the validation split; test metrics are computed for the result, never used to choose."""
     chosen, excluded = pick_group(members, what)
     template = chosen[0].checkpoint_dir()
-    if model_architecture(template) not in CLASSIFIERS:
+    if model_architecture(template) not in architectures.CLASSIFIERS:
         raise SoupError(f"{what}: greedy soups need classifiers, {_name(chosen[0])} is a "
                         f"{model_architecture(template)}")
     tasks = tasks or TaskCache()
@@ -472,11 +248,15 @@ def epoch_soup(member: layout.MemberInfo, last: int, tasks: TaskCache | None = N
     if not member.checkpoints:
         raise SoupError(f"member {_name(member)}: has no checkpoint")
     epochs = member.checkpoints[-last:]
+    for epoch in epochs:
+        problem = layout.verify_checkpoint(member.checkpoint_dir(epoch))
+        if problem:
+            raise SoupError(f"member {_name(member)}: {problem}")
     weights = average_weights(member.checkpoint_dir(epoch) for epoch in epochs)
     template = member.checkpoint_dir(epochs[-1])
     metrics: dict[str, float] = {}
     ingredient_metrics: dict[int, dict[str, float]] = {}
-    if evaluate and model_architecture(template) in CLASSIFIERS:
+    if evaluate and model_architecture(template) in architectures.CLASSIFIERS:
         tasks = tasks or TaskCache()
         task = tasks.get(member, template)
         for epoch in epochs:
@@ -524,32 +304,59 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def cli_soup(args) -> int:
-    zoo_dir = Path(args.zoo_dir)
-    if not zoo_dir.is_dir():
-        raise SoupError(f"{zoo_dir}: not a folder")
-    tasks = TaskCache()
+def check_out(out: str | Path, command: dict[str, Any]) -> None:
+    """Refuse an --out inside a zoo member's folder, or an existing one that is not an earlier soup of `command`."""
+    out = Path(out)
+    resolved = out.resolve()
+    for folder in (resolved, *resolved.parents):
+        if layout.is_member_dir(folder):
+            raise SoupError(f"--out {out}: inside the zoo member folder {folder}; write soups outside members")
+    if out.exists() or out.is_symlink():
+        try:
+            earlier = read_soup(out).get("command") if out.is_dir() else None
+        except layout.LayoutError:
+            earlier = None
+        if earlier != command:
+            raise SoupError(f"--out {out}: exists and is not an earlier soup of this command; remove it or choose "
+                            "another folder")
+
+
+def _soup_of(args, zoo_dir: Path, tasks: TaskCache) -> tuple[Soup, dict[str, Any]]:
+    """The soup the command line asks for, and the command's record; --out is checked before any work."""
+    command: dict[str, Any] = {"method": args.method, "zoo": str(zoo_dir.resolve())}
     if args.method == "epochs":
         if not args.member:
             raise SoupError("--method epochs averages one member's checkpoints: give --member")
         member = find(zoo_dir, args.member, "member")
+        command.update(member=_name(member), last=args.last)
+        check_out(args.out, command)
         soup = epoch_soup(member, args.last, tasks, args.batch_size)
-        record: dict[str, Any] = {"zoo": str(zoo_dir), "member": _name(member)}
         if soup.extra["used_last"] < args.last:
             print(f"zoo soup: {member.name} has {soup.extra['used_last']} checkpoints; averaging all of them",
                   file=sys.stderr)
-    else:
-        if not args.parent:
-            raise SoupError(f"--method {args.method} soups the finetuned children of one parent: give --parent")
-        parent, members = children(zoo_dir, args.parent)
-        if not members:
-            raise SoupError(f"parent {args.parent!r}: has no finetuned children under {zoo_dir}")
-        what = f"children of {parent.name}"
-        soup = uniform_soup(members, tasks, args.batch_size, what=what) if args.method == "uniform" else \
-            greedy_soup(members, tasks, args.batch_size, what=what)
-        record = {"zoo": str(zoo_dir), "parent": _name(parent)}
-        for item in soup.excluded:
-            print(f"zoo soup: left out {item['member']}: {item['reason']}", file=sys.stderr)
+        return soup, command
+    if not args.parent:
+        raise SoupError(f"--method {args.method} soups the finetuned children of one parent: give --parent")
+    parent, members = children(zoo_dir, args.parent)
+    if not members:
+        raise SoupError(f"parent {args.parent!r}: has no finetuned children under {zoo_dir}")
+    command["parent"] = _name(parent)
+    check_out(args.out, command)
+    what = f"children of {parent.name}"
+    soup = uniform_soup(members, tasks, args.batch_size, what=what) if args.method == "uniform" else \
+        greedy_soup(members, tasks, args.batch_size, what=what)
+    for item in soup.excluded:
+        print(f"zoo soup: left out {item['member']}: {item['reason']}", file=sys.stderr)
+    return soup, command
+
+
+def cli_soup(args) -> int:
+    zoo_dir = Path(args.zoo_dir)
+    if not zoo_dir.is_dir():
+        raise SoupError(f"{zoo_dir}: not a folder")
+    soup, command = _soup_of(args, zoo_dir, TaskCache())
+    record = {"zoo": str(zoo_dir), **{key: command[key] for key in ("parent", "member") if key in command},
+              "command": command}
     folder = write_soup(soup, args.out, **record)
     print(f"{args.method} soup of {len(soup.ingredients)} ingredient(s) written to {folder}")
     for item in soup.ingredients:
