@@ -168,3 +168,25 @@ def test_bert_finetune_and_stock_loading(tmp_path, bert_parent):
     code = recipe_main("lm-finetune", ["--config", str(CONFIGS / "language" / "finetune_tiny.yaml"),
                                        "--pretrained", str(parent), "--output_dir", str(tmp_path / "x")])
     assert code == 2
+
+
+def test_studies_and_publishing_work_on_bert_members(tmp_path, bert_parent):
+    """Soups, analysis and publishing read BERT members with no BERT-specific code outside the kinds."""
+    import shutil
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(bert_parent.path, zoo / bert_parent.name)
+    parent = zoo / bert_parent.name / layout.checkpoint_name(bert_parent.checkpoints[-1])
+    for lr in ("1e-3", "3e-3"):
+        assert recipe_main("mlm-finetune", ["--config", str(CONFIGS / "language" / "finetune_mlm_tiny.yaml"),
+                                            "--pretrained", str(parent), "--output_dir", str(zoo / "children"),
+                                            "--learning_rate", lr, "--max_train_samples", "120",
+                                            "--max_eval_samples", "40", "--num_train_epochs", "1", "--max_length",
+                                            "32", "--disable_tqdm", "true"]) == 0
+    assert zoo_main(["soup", str(zoo), "--parent", bert_parent.name, "--method", "uniform",
+                     "--out", str(tmp_path / "soup")]) == 0
+    soup = json.loads((tmp_path / "soup" / "soup.json").read_text())
+    assert len(soup["ingredients"]) == 2
+    assert zoo_main(["analyze", str(zoo), "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "ft_bert_tiny" in report or "mlm_bert_tiny" in report

@@ -51,6 +51,10 @@ class MemberKind:
     parent_model_types: tuple[str, ...] = ()  # finetuning: the checkpoint model_type a parent must have
     # saved model classes whose members predict labels that can be compared (soups, behaviour analysis)
     classifier_architectures: tuple[str, ...] = ()
+    # saved bare backbones whose last hidden state is a representation (behaviour comparisons use them)
+    backbone_architectures: tuple[str, ...] = ()
+    # the module of a classifier whose input is the member's representation (hooked to read features)
+    head_modules: tuple[str, ...] = ()
     # prefixes of parameter names that wrap the shared backbone (`vit.encoder...` ~ `encoder...`)
     backbone_prefixes: tuple[str, ...] = ()
     # prefixes (after the wrapper) of task-head parameters, not comparable across tasks
@@ -132,6 +136,8 @@ def _decode_images(splits):
 @dataclass(frozen=True)
 class _VisionKind(MemberKind):
     classifier_architectures: tuple[str, ...] = ("ViTForImageClassification",)
+    backbone_architectures: tuple[str, ...] = ("ViTModel",)  # a SimCLR member saves its backbone only
+    head_modules: tuple[str, ...] = ("classifier",)
     backbone_prefixes: tuple[str, ...] = ("vit.",)
     head_prefixes: tuple[str, ...] = ("classifier", "pooler")
 
@@ -351,14 +357,14 @@ for _kind in (
     LMFinetune("lm-finetune", "language", "finetuning", "finetune_lm.py", "ft_gpt2",
                name_factors=("optimizer", "learning_rate", "seed"), parent_kind="lm-pretrain",
                parent_model_types=("gpt2",), classifier_architectures=("GPT2ForSequenceClassification",),
-               backbone_prefixes=("transformer.",), head_prefixes=("score",)),
+               head_modules=("score",), backbone_prefixes=("transformer.",), head_prefixes=("score",)),
     MLMPretrain("mlm-pretrain", "language", "pretraining", "pretrain_mlm.py", "mlm_bert",
                 name_factors=("seed", "learning_rate", "weight_decay"), metric="test_perplexity", perplexity=True,
-                backbone_prefixes=("bert.",), head_prefixes=("cls", "pooler")),
+                backbone_prefixes=("bert.",), head_prefixes=("cls.", "pooler")),
     MLMFinetune("mlm-finetune", "language", "finetuning", "finetune_mlm.py", "ft_bert",
                 name_factors=("optimizer", "learning_rate", "seed"), parent_kind="mlm-pretrain",
                 parent_model_types=("bert",), classifier_architectures=("BertForSequenceClassification",),
-                backbone_prefixes=("bert.",), head_prefixes=("classifier", "pooler")),
+                head_modules=("classifier",), backbone_prefixes=("bert.",), head_prefixes=("classifier", "pooler")),
 ):
     register(_kind)
 
@@ -394,15 +400,28 @@ def of_member(config: dict[str, Any]) -> MemberKind | None:
 
 
 def classifier_architectures() -> tuple[str, ...]:
-    return tuple(arch for kind in REGISTRY.values() for arch in kind.classifier_architectures)
+    return _union("classifier_architectures")
+
+
+def _union(field_name: str) -> tuple[str, ...]:
+    """A per-kind tuple field, gathered over every registered kind (first-seen order, no repeats)."""
+    return tuple(dict.fromkeys(item for kind in REGISTRY.values() for item in getattr(kind, field_name)))
+
+
+def backbone_architectures() -> tuple[str, ...]:
+    return _union("backbone_architectures")
+
+
+def head_modules() -> tuple[str, ...]:
+    return _union("head_modules")
 
 
 def backbone_prefixes() -> tuple[str, ...]:
-    return tuple(dict.fromkeys(p for kind in REGISTRY.values() for p in kind.backbone_prefixes))
+    return _union("backbone_prefixes")
 
 
 def head_prefixes() -> tuple[str, ...]:
-    return tuple(dict.fromkeys(p for kind in REGISTRY.values() for p in kind.head_prefixes))
+    return _union("head_prefixes")
 
 
 def check_common(kind: MemberKind, args: Arguments) -> None:
