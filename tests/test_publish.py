@@ -101,13 +101,15 @@ def test_publish_pushes_dataset_repo(published, hub_server):
     assert any(text.startswith("---") and "configs:" in text for text in hub_server.state.validated_yaml)
 
     manifest = json.loads(files["manifest.json"].data)
-    assert manifest["model_repo"] == MODELS and manifest["model_revision"] == hub_server.head(MODELS)
-    listed = {e["path"]: e for e in manifest["files"]["model"]}
+    [repo] = manifest["model_repos"]
+    assert repo["repo"] == MODELS and repo["revision"] == hub_server.head(MODELS)
+    listed = {e["path"]: e for e in repo["files"]}
     model_files = hub_server.files(MODELS)
     assert set(listed) == set(model_files) - {".gitattributes"}
     assert all(listed[p]["sha256"] == model_files[p].sha256 and listed[p]["size"] == model_files[p].size
                for p in listed)
-    listed = {e["path"]: e["sha256"] for e in manifest["files"]["dataset"]}
+    assert len(manifest["checkpoints"]) == 18 and all(m["planned"] == [0, 1, 2] for m in manifest["members"])
+    listed = {e["path"]: e["sha256"] for e in manifest["dataset_files"]}
     assert listed == {p: e.sha256 for p, e in files.items() if p not in ("manifest.json", ".gitattributes")}
 
 
@@ -213,7 +215,7 @@ def test_verify_passes_then_names_tampered_and_missing_files(published, hub_serv
     code, out, _ = run(capsys, "verify", REPO)
     assert code == 0, out
     n_files = len(hub_server.files(MODELS)) - 1 + len(hub_server.files(REPO, "dataset")) - 2
-    assert f"{n_files} files in the manifest, 0 problem(s)" in out
+    assert f"{n_files} files in the manifest, 18 checkpoints, 0 branches, 0 problem(s)" in out
 
     weights = "vision/pretraining/vit_sup_seed_0_optim_adamw/checkpoint_000001/model.safetensors"
     table = "data/checkpoints.parquet"
@@ -241,10 +243,10 @@ def test_verify_passes_then_names_tampered_and_missing_files(published, hub_serv
     assert code == 1
     problems = [line for line in out.splitlines() if "problem(s)" not in line]
     assert len(problems) == 4, out
-    assert any(f"model repo {MODELS}: {weights}: sha256" in line for line in problems)
-    assert any(f"dataset repo {REPO}: {table}: sha256" in line for line in problems)
+    assert any(f"model repo {MODELS}: {weights}: altered: sha256" in line for line in problems)
+    assert any(f"dataset repo {REPO}: {table}: altered: sha256" in line for line in problems)
     assert any(f"model repo {MODELS}: {config}: missing" in line for line in problems)
-    assert any(f"model repo {MODELS}: {twin}: sha256" in line for line in problems)
+    assert any(f"model repo {MODELS}: {twin}: altered: sha256" in line for line in problems)
     assert "4 problem(s): FAILED" in out
     assert run(capsys, "verify", REPO)[0] == 0
 
@@ -319,7 +321,7 @@ def test_interrupted_push_resumes_without_reuploading(zoo, hub_server, capsys):
     repo = "org/interrupted"
     state = hub_server.state
     hub_server.fail_next("commit")
-    code, _, err = run(capsys, "publish", str(zoo), "--repo-id", repo)
+    code, _, err = run(capsys, "publish", str(zoo), "--repo-id", repo, "--max-retries", "0")
     assert code == 2 and f"push to model repo {repo}-models" in err
     uploaded = state.lfs_uploads[:]
     weights = {e["sha256"] for e in _manifest_of_zoo(zoo) if e["path"].endswith(".safetensors")}
@@ -400,8 +402,8 @@ def test_branch_revision_and_bad_input(zoo, hub_server, tmp_path, capsys):
 
     from zoo.publish import publish
 
-    with pytest.raises(ValueError, match=r"^push to model repo org/unreachable-models: .*") as err:
-        publish(zoo, "org/unreachable", api=HfApi(endpoint="http://127.0.0.1:9"))
+    with pytest.raises(ValueError, match=r"^create model repo org/unreachable-models: .*") as err:
+        publish(zoo, "org/unreachable", api=HfApi(endpoint="http://127.0.0.1:9"), max_retries=0)
     assert "\n" not in str(err.value)
     assert not list(zoo.glob(".publish_staging.*"))  # the staging folder is cleaned up
 
@@ -479,10 +481,11 @@ def test_hub_server_errors_ranges_and_paths_info(published, hub_server):
 def test_weights_shards_and_local_dataset_folder_load(zoo, hub_server, tmp_path, monkeypatch):
     from datasets import load_dataset
 
-    import zoo.publish as publish
+    import zoo.publish.tables
+    from zoo.publish import publish
 
-    monkeypatch.setattr(publish, "WEIGHTS_SHARD_BYTES", 1)  # one checkpoint per shard
-    publish.publish(zoo, REPO, local_dir=tmp_path, with_weights=True)
+    monkeypatch.setattr(zoo.publish.tables, "WEIGHTS_SHARD_BYTES", 1)  # one checkpoint per shard
+    publish(zoo, REPO, local_dir=tmp_path, with_weights=True)
     shards = sorted((tmp_path / "dataset/data/weights").glob("*.parquet"))
     assert len(shards) == 18
     card = card_metadata((tmp_path / "dataset/README.md").read_text())
