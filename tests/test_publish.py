@@ -260,7 +260,7 @@ def test_verify_flags_files_not_in_manifest_and_bad_targets(published, hub_serve
         code, out, _ = run(capsys, "verify", REPO)
     finally:
         api.delete_file("data/stray.txt", repo_id=REPO, repo_type="dataset")
-    assert code == 1 and f"dataset repo {REPO}: data/stray.txt: not in the manifest" in out
+    assert code == 1 and f"dataset repo {REPO}: data/stray.txt: extra: not in the manifest" in out
     assert "1 problem(s)" in out
     code, _, err = run(capsys, "verify", "org/does-not-exist")
     assert code == 2 and "org/does-not-exist" in err and "manifest.json" in err
@@ -363,7 +363,7 @@ def test_local_dir_writes_both_repos_without_network(zoo, hub_server, tmp_path, 
     (out_a / "models" / next(iter(models))).write_bytes(b"{}")
     (out_a / "dataset" / "stray.txt").write_text("x")
     code, stdout, _ = run(capsys, "verify", str(out_a))
-    assert code == 1 and next(iter(models)) in stdout and "stray.txt: not in the manifest" in stdout
+    assert code == 1 and next(iter(models)) in stdout and "stray.txt: extra: not in the manifest" in stdout
 
 
 def test_incomplete_zoo_is_refused_unless_allowed(hub_server, tmp_path, capsys):
@@ -481,10 +481,9 @@ def test_hub_server_errors_ranges_and_paths_info(published, hub_server):
 def test_weights_shards_and_local_dataset_folder_load(zoo, hub_server, tmp_path, monkeypatch):
     from datasets import load_dataset
 
-    import zoo.publish.tables
-    from zoo.publish import publish
+    from zoo.publish import publish, tables
 
-    monkeypatch.setattr(zoo.publish.tables, "WEIGHTS_SHARD_BYTES", 1)  # one checkpoint per shard
+    monkeypatch.setattr(tables, "WEIGHTS_SHARD_BYTES", 1)  # one checkpoint per shard
     publish(zoo, REPO, local_dir=tmp_path, with_weights=True)
     shards = sorted((tmp_path / "dataset/data/weights").glob("*.parquet"))
     assert len(shards) == 18

@@ -64,9 +64,9 @@ class _Checker:
         self.jobs: list[tuple[str, str, str, FileRecord, str]] = []  # repo, type, revision, expected, where
 
     def tree(self, repo_id: str, repo_type: str, revision: str, expected: dict[str, FileRecord],
-             skip: set[str]) -> dict[str, Remote] | None:
+             skip: set[str], branch: str | None = None) -> dict[str, Remote] | None:
         """Compare one tree with its expected files: missing and extra now, contents now or (download) later."""
-        where = self.target.describe(repo_id, repo_type) + ("" if revision in ("main", None) else f"@{revision}")
+        where = self.target.describe(repo_id, repo_type) + (f" branch {branch}" if branch else "")
         try:
             present = self.target.files(repo_id, repo_type, revision)
         except ValueError as err:
@@ -174,7 +174,7 @@ def verify(target: str | Path, *, revision: str | None = None, download: bool = 
             continue
         expected = {name: repo_files[cp["repo"]][f"{cp['subfolder']}/{name}"].moved(name)
                     for name in cp["files"] if f"{cp['subfolder']}/{name}" in repo_files[cp["repo"]]}
-        checker.tree(cp["repo"], "model", cp["ref"], expected, {GITATTRIBUTES})
+        checker.tree(cp["repo"], "model", cp["ref"], expected, {GITATTRIBUTES}, branch=cp["ref"])
     if download:
         checker.fetch_all()
     return report
