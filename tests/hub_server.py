@@ -287,6 +287,7 @@ THROTTLED_ROUTES = {"create_repo", "tree", "paths_info", "preupload", "commit", 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms delayed-ACK stall
     server_version = "hub-test-server"
 
     @property

@@ -11,6 +11,7 @@ from zoo.publish.common import PLOTS_DIR
 from zoo.publish.stage import Selected
 from zoo.publish.tables import sort_label, text_value
 
+MAX_FACTOR_VALUES = 24  # factors with more distinct values get no panel
 MAX_CURVES = 300  # curves drawn per plot; the rank and factor panels show every member
 
 
@@ -50,8 +51,9 @@ def render_plots(selected: list[Selected], max_factors: int = 6) -> list[dict[st
             for s in group:
                 for key in s["factors"]:
                     factors.setdefault(key, None)
-            varying = [key for key in factors
-                       if len({text_value(s["factors"].get(key)) for s in group if s["value"] is not None}) > 1]
+            varying = [key for key in factors  # a factor with a value per member (a seed) says nothing here
+                       if 1 < len({text_value(s["factors"].get(key)) for s in group if s["value"] is not None})
+                       <= MAX_FACTOR_VALUES]
             varying = varying[:max_factors]
             panels = 2 + len(varying)
             columns = min(panels, 4)

@@ -321,8 +321,17 @@ class HubTarget(Target):
 
     @contextmanager
     def session(self) -> Iterator[None]:
-        with _budgeted_session(self.budget):
-            yield
+        """Requests within the budget, and no progress bar per commit (thousands of commits at scale)."""
+        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+        quiet = are_progress_bars_disabled()
+        disable_progress_bars()
+        try:
+            with _budgeted_session(self.budget):
+                yield
+        finally:
+            if not quiet:
+                enable_progress_bars()
 
     def prepare(self, repo_id: str, repo_type: str, revision: str, private: bool) -> None:
         what = f"create {repo_type} repo {repo_id}"
