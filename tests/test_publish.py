@@ -649,12 +649,11 @@ def test_429_retry_after_is_honoured_and_request_budget_kept(zoo, hub_server, ca
     assert commits[1] - commits[0] >= 2.0  # the retry came after Retry-After, not before
 
     start = len(state.request_log)
-    code, _, err = run(capsys, "publish", str(zoo), "--repo-id", "org/budgeted", "--request-budget", "5/1",
-                       "--commit-files", "2")
+    code, _, err = run(capsys, "publish", str(zoo), "--repo-id", "org/budgeted", "--request-budget", "10/1")
     assert code == 0, err[-2000:]
     times = [t for t, _, _ in state.request_log[start:]]
-    assert len(times) > 10  # enough requests that the budget had to hold some back
-    assert max(sum(1 for u in times if t <= u < t + 0.95) for t in times) <= 5
+    assert len(times) > 20  # enough requests that the budget had to hold some back
+    assert max(sum(1 for u in times if t <= u < t + 0.95) for t in times) <= 10
 
 
 # ---------------------------------------------------------------- unreadable members, verify at checkpoint level
@@ -671,7 +670,7 @@ def test_unreadable_member_folder_is_an_error(zoo, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
     code, out, _ = run(capsys, "publish", str(root), "--repo-id", REPO, "--local-dir", str(tmp_path / "out"),
                        "--allow-incomplete")
-    assert code == 0 and "published" not in out and "5 members" in out and "ft_seed_11" in out
+    assert code == 0 and "wrote 5 members" in out and "ft_seed_11/config.json: not found (unreadable)" in out
 
 
 def test_verify_names_missing_extra_and_altered_checkpoints(zoo, tmp_path, capsys):
