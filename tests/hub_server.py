@@ -6,6 +6,11 @@ shared/notes/hub-http-api.md. Repos live in memory with a commit history (one sh
 commits). Every request is logged in `requests`; a route the server does not know answers 404 and is recorded in
 `unknown_routes`, so a client upgrade that needs a new endpoint fails a test instead of passing silently.
 
+Rate limiting as the Hub answers it: `fail_next(route, 429, retry_after=...)` (one shot) and `throttle(every=N)`
+(every Nth request of the given routes) answer HTTP 429 with a `Retry-After` header; `request_log` records when each
+request came, so tests can check that clients waited and stayed within a request budget. Branch refs (create, list,
+delete) and commit listings follow the Hub's routes.
+
 Not covered: Xet, auth beyond "a write needs a bearer token", gated repos, pull requests, the Hub's own limits.
 """
 
@@ -164,7 +169,14 @@ class HubState:
         self.commits_made: list[tuple[str, str, list[str]]] = []  # (repo_type, repo_id, paths the commit touched)
         self.validated_yaml: list[str] = []
         self.tokens_seen: set[str] = set()
-        self.failures: dict[str, int] = {}  # route handler name -> HTTP status of its next answer (one shot)
+        self.failures: dict[str, list[tuple[int, str | None]]] = {}  # route -> queued (status, Retry-After)
+        self.request_log: list[tuple[float, str, str]] = []  # (time.monotonic(), method, handler name or "?")
+        self.throttle_every = 0  # answer every Nth request of `throttle_routes` with 429 (0: never)
+        self.throttle_routes: set[str] = set()
+        self.throttle_retry_after = "1"
+        self.throttled: list[tuple[float, str]] = []  # (time, route) of each throttled answer
+        self._throttle_count = 0
+        self.commit_delay = 0.0  # seconds each commit takes (to interrupt a publish mid-way)
         self._counter = 0
 
     def next_sha(self, *parts: str) -> str:
@@ -220,10 +232,19 @@ class HubServer:
                 raise KeyError(f"{repo_type} {repo_id}: no file {path!r}")
             commit.files[path] = replace(commit.files[path], data=data)
 
-    def fail_next(self, route: str, status: int = 500) -> None:
-        """Make the next request to `route` (a handler name: "commit", "lfs_put", ...) fail, as an interruption."""
+    def fail_next(self, route: str, status: int = 500, retry_after: str | None = None, times: int = 1) -> None:
+        """Make the next `times` requests to `route` (a handler name: "commit", "lfs_put", ...) fail with `status`
+        (and a `Retry-After` header when given), as an interruption or a rate limit."""
         with self.state.lock:
-            self.state.failures[route] = status
+            self.state.failures.setdefault(route, []).extend([(status, retry_after)] * times)
+
+    def throttle(self, every: int, routes: set[str] | None = None, retry_after: str = "1") -> None:
+        """Answer every `every`th request to `routes` (default: all write and listing routes) with 429 and
+        `Retry-After`; `every=0` stops."""
+        with self.state.lock:
+            self.state.throttle_every, self.state._throttle_count = every, 0
+            self.state.throttle_routes = routes if routes is not None else THROTTLED_ROUTES
+            self.state.throttle_retry_after = retry_after
 
     def forget(self, repo_id: str, path: str, repo_type: str = "model", branch: str = "main") -> None:
         """Remove `path` from the head of `branch` without a commit (a file lost by the storage)."""
@@ -250,6 +271,9 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("POST", rf"^/api/{_T}/{_REPO}/preupload/(?P<rev>[^/]+)$", "preupload"),
         ("POST", rf"^/api/{_T}/{_REPO}/commit/(?P<rev>[^/]+)$", "commit"),
         ("POST", rf"^/api/{_T}/{_REPO}/branch/(?P<rev>[^/]+)$", "create_branch"),
+        ("DELETE", rf"^/api/{_T}/{_REPO}/branch/(?P<rev>[^/]+)$", "delete_branch"),
+        ("GET", rf"^/api/{_T}/{_REPO}/refs$", "refs"),
+        ("GET", rf"^/api/{_T}/{_REPO}/commits/(?P<rev>[^/]+)$", "commits"),
         ("POST", rf"^/{_PREFIX}{_REPO}\.git/info/lfs/objects/batch$", "lfs_batch"),
         ("PUT", r"^/_lfs/(?P<oid>[0-9a-f]{64})$", "lfs_put"),
         ("HEAD", rf"^/{_PREFIX}{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$", "resolve"),
@@ -257,9 +281,13 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ]
 ]
 
+THROTTLED_ROUTES = {"create_repo", "tree", "paths_info", "preupload", "commit", "create_branch", "delete_branch",
+                    "refs", "commits", "lfs_batch", "repo_info"}
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms delayed-ACK stall
     server_version = "hub-test-server"
 
     @property
@@ -301,10 +329,7 @@ class _Handler(BaseHTTPRequestHandler):
             if match and route_method == method:
                 args = {key: unquote(value) for key, value in match.groupdict().items() if value is not None}
                 try:
-                    with self.state.lock:
-                        status = self.state.failures.pop(name, None)
-                    if status is not None:
-                        raise HubError(status, f"injected failure of {name}")
+                    self._injected_failure(name)
                     getattr(self, f"h_{name}")(**args)
                 except HubError as err:
                     self._error(err)
@@ -316,6 +341,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.state.unknown_routes.append((method, split.path))
         log.warning("hub_server: unknown route %s %s", method, split.path)
         self._json({"error": f"unknown route {method} {split.path}"}, status=404)
+
+    def _injected_failure(self, name: str) -> None:
+        """Raise the failure queued for route `name`, or a throttling 429, if any."""
+        with self.state.lock:
+            self.state.request_log.append((time.monotonic(), self.command, name))
+            queued = self.state.failures.get(name)
+            failure = queued.pop(0) if queued else None
+            if failure is None and self.state.throttle_every and name in self.state.throttle_routes:
+                self.state._throttle_count += 1
+                if self.state._throttle_count % self.state.throttle_every == 0:
+                    failure = (429, self.state.throttle_retry_after)
+            if failure is not None and failure[0] == 429:
+                self.state.throttled.append((time.monotonic(), name))
+        if failure is not None:
+            status, retry_after = failure
+            headers = {"Retry-After": retry_after} if retry_after is not None else {}
+            message = "You have been rate-limited" if status == 429 else f"injected failure of {name}"
+            raise HubError(status, message, headers=headers)
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -438,6 +481,36 @@ class _Handler(BaseHTTPRequestHandler):
                 raise HubError(409, f"Reference already exists: {rev}")
             repo.branches[rev] = repo.resolve(start or "main").sha
         self._json({})
+
+    def h_delete_branch(self, t: str, ns: str, name: str, rev: str) -> None:
+        self._require_token()
+        with self.state.lock:
+            repo = self._repo(t, ns, name)
+            if rev not in repo.branches:
+                raise HubError(404, f"Invalid rev id: {rev}", "RevisionNotFound")
+            if rev == "main":
+                raise HubError(403, "cannot delete the main branch")
+            del repo.branches[rev]
+        self._json({})
+
+    def h_refs(self, t: str, ns: str, name: str) -> None:
+        with self.state.lock:
+            repo = self._repo(t, ns, name)
+            branches = [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": sha}
+                        for b, sha in sorted(repo.branches.items())]
+        self._json({"branches": branches, "converts": [], "tags": []})
+
+    def h_commits(self, t: str, ns: str, name: str, rev: str) -> None:
+        """The history of `rev`, newest first (one page: the client follows no Link header)."""
+        with self.state.lock:
+            repo = self._repo(t, ns, name)
+            commit: Commit | None = repo.resolve(rev)
+            out = []
+            while commit is not None:
+                out.append({"id": commit.sha, "title": commit.title, "message": "", "date": commit.date,
+                            "authors": [{"user": "test"}]})
+                commit = repo.commits.get(commit.parent) if commit.parent else None
+        self._json(out)
 
     def h_validate_yaml(self) -> None:
         body = self._json_body()
@@ -607,6 +680,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not lines or lines[0].get("key") != "header":
             raise HubError(400, "commit payload must start with a header line")
         header = lines[0]["value"]
+        if self.state.commit_delay:
+            time.sleep(self.state.commit_delay)
         with self.state.lock:
             repo = self._repo(t, ns, name)
             if rev not in repo.branches:

@@ -101,13 +101,15 @@ def test_publish_pushes_dataset_repo(published, hub_server):
     assert any(text.startswith("---") and "configs:" in text for text in hub_server.state.validated_yaml)
 
     manifest = json.loads(files["manifest.json"].data)
-    assert manifest["model_repo"] == MODELS and manifest["model_revision"] == hub_server.head(MODELS)
-    listed = {e["path"]: e for e in manifest["files"]["model"]}
+    [repo] = manifest["model_repos"]
+    assert repo["repo"] == MODELS and repo["revision"] == hub_server.head(MODELS)
+    listed = {e["path"]: e for e in repo["files"]}
     model_files = hub_server.files(MODELS)
     assert set(listed) == set(model_files) - {".gitattributes"}
     assert all(listed[p]["sha256"] == model_files[p].sha256 and listed[p]["size"] == model_files[p].size
                for p in listed)
-    listed = {e["path"]: e["sha256"] for e in manifest["files"]["dataset"]}
+    assert len(manifest["checkpoints"]) == 18 and all(m["planned"] == [0, 1, 2] for m in manifest["members"])
+    listed = {e["path"]: e["sha256"] for e in manifest["dataset_files"]}
     assert listed == {p: e.sha256 for p, e in files.items() if p not in ("manifest.json", ".gitattributes")}
 
 
@@ -213,7 +215,7 @@ def test_verify_passes_then_names_tampered_and_missing_files(published, hub_serv
     code, out, _ = run(capsys, "verify", REPO)
     assert code == 0, out
     n_files = len(hub_server.files(MODELS)) - 1 + len(hub_server.files(REPO, "dataset")) - 2
-    assert f"{n_files} files in the manifest, 0 problem(s)" in out
+    assert f"{n_files} files in the manifest, 18 checkpoints, 0 branches, 0 problem(s)" in out
 
     weights = "vision/pretraining/vit_sup_seed_0_optim_adamw/checkpoint_000001/model.safetensors"
     table = "data/checkpoints.parquet"
@@ -241,10 +243,10 @@ def test_verify_passes_then_names_tampered_and_missing_files(published, hub_serv
     assert code == 1
     problems = [line for line in out.splitlines() if "problem(s)" not in line]
     assert len(problems) == 4, out
-    assert any(f"model repo {MODELS}: {weights}: sha256" in line for line in problems)
-    assert any(f"dataset repo {REPO}: {table}: sha256" in line for line in problems)
+    assert any(f"model repo {MODELS}: {weights}: altered: sha256" in line for line in problems)
+    assert any(f"dataset repo {REPO}: {table}: altered: sha256" in line for line in problems)
     assert any(f"model repo {MODELS}: {config}: missing" in line for line in problems)
-    assert any(f"model repo {MODELS}: {twin}: sha256" in line for line in problems)
+    assert any(f"model repo {MODELS}: {twin}: altered: sha256" in line for line in problems)
     assert "4 problem(s): FAILED" in out
     assert run(capsys, "verify", REPO)[0] == 0
 
@@ -258,7 +260,7 @@ def test_verify_flags_files_not_in_manifest_and_bad_targets(published, hub_serve
         code, out, _ = run(capsys, "verify", REPO)
     finally:
         api.delete_file("data/stray.txt", repo_id=REPO, repo_type="dataset")
-    assert code == 1 and f"dataset repo {REPO}: data/stray.txt: not in the manifest" in out
+    assert code == 1 and f"dataset repo {REPO}: data/stray.txt: extra: not in the manifest" in out
     assert "1 problem(s)" in out
     code, _, err = run(capsys, "verify", "org/does-not-exist")
     assert code == 2 and "org/does-not-exist" in err and "manifest.json" in err
@@ -319,7 +321,7 @@ def test_interrupted_push_resumes_without_reuploading(zoo, hub_server, capsys):
     repo = "org/interrupted"
     state = hub_server.state
     hub_server.fail_next("commit")
-    code, _, err = run(capsys, "publish", str(zoo), "--repo-id", repo)
+    code, _, err = run(capsys, "publish", str(zoo), "--repo-id", repo, "--max-retries", "0")
     assert code == 2 and f"push to model repo {repo}-models" in err
     uploaded = state.lfs_uploads[:]
     weights = {e["sha256"] for e in _manifest_of_zoo(zoo) if e["path"].endswith(".safetensors")}
@@ -361,7 +363,7 @@ def test_local_dir_writes_both_repos_without_network(zoo, hub_server, tmp_path, 
     (out_a / "models" / next(iter(models))).write_bytes(b"{}")
     (out_a / "dataset" / "stray.txt").write_text("x")
     code, stdout, _ = run(capsys, "verify", str(out_a))
-    assert code == 1 and next(iter(models)) in stdout and "stray.txt: not in the manifest" in stdout
+    assert code == 1 and next(iter(models)) in stdout and "stray.txt: extra: not in the manifest" in stdout
 
 
 def test_incomplete_zoo_is_refused_unless_allowed(hub_server, tmp_path, capsys):
@@ -400,8 +402,8 @@ def test_branch_revision_and_bad_input(zoo, hub_server, tmp_path, capsys):
 
     from zoo.publish import publish
 
-    with pytest.raises(ValueError, match=r"^push to model repo org/unreachable-models: .*") as err:
-        publish(zoo, "org/unreachable", api=HfApi(endpoint="http://127.0.0.1:9"))
+    with pytest.raises(ValueError, match=r"^create model repo org/unreachable-models: .*") as err:
+        publish(zoo, "org/unreachable", api=HfApi(endpoint="http://127.0.0.1:9"), max_retries=0)
     assert "\n" not in str(err.value)
     assert not list(zoo.glob(".publish_staging.*"))  # the staging folder is cleaned up
 
@@ -479,10 +481,10 @@ def test_hub_server_errors_ranges_and_paths_info(published, hub_server):
 def test_weights_shards_and_local_dataset_folder_load(zoo, hub_server, tmp_path, monkeypatch):
     from datasets import load_dataset
 
-    import zoo.publish as publish
+    from zoo.publish import publish, tables
 
-    monkeypatch.setattr(publish, "WEIGHTS_SHARD_BYTES", 1)  # one checkpoint per shard
-    publish.publish(zoo, REPO, local_dir=tmp_path, with_weights=True)
+    monkeypatch.setattr(tables, "WEIGHTS_SHARD_BYTES", 1)  # one checkpoint per shard
+    publish(zoo, REPO, local_dir=tmp_path, with_weights=True)
     shards = sorted((tmp_path / "dataset/data/weights").glob("*.parquet"))
     assert len(shards) == 18
     card = card_metadata((tmp_path / "dataset/README.md").read_text())
@@ -491,3 +493,200 @@ def test_weights_shards_and_local_dataset_folder_load(zoo, hub_server, tmp_path,
     rows = load_dataset(str(tmp_path / "dataset"), "weights", split="train")
     ckpts = load_dataset(str(tmp_path / "dataset"), "checkpoints", split="train")
     assert [(r["member_path"], r["epoch"]) for r in rows] == [(r["member_path"], r["epoch"]) for r in ckpts]
+
+
+# ---------------------------------------------------------------- scale: sharded repos and folders, branches, 429s
+
+SCALE_MEMBERS, SCALE_REPO_FILES, SCALE_FOLDER, SCALE_COMMIT = 100, 300, 16, 50
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory) -> Path:
+    from zoo_factory import write_tiny_zoo
+
+    root = tmp_path_factory.mktemp("tiny") / "zoo"
+    write_tiny_zoo(root, SCALE_MEMBERS)
+    return root
+
+
+def _folder_entries(paths) -> dict[str, int]:
+    from zoo.publish.stage import folder_entry_counts
+
+    return folder_entry_counts(list(paths))
+
+
+def test_scale_publish_within_limits_survives_429s_and_loads_by_revision(tiny_zoo, hub_server, capsys):
+    """The make-test version of bench/bench_publish.py: a small per-repo budget and folder limit, so the sharding
+    paths run; every 25th write or listing request is answered 429 with Retry-After."""
+    import random
+
+    import torch
+    from datasets import load_dataset
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    repo = "org/scale"
+    state = hub_server.state
+    commits_before = len(state.commits_made)
+    hub_server.throttle(every=25, retry_after="0")
+    try:
+        code, out, err = run(capsys, "publish", str(tiny_zoo), "--repo-id", repo, "--branches",
+                             "--max-repo-files", str(SCALE_REPO_FILES), "--max-folder-entries", str(SCALE_FOLDER),
+                             "--commit-files", str(SCALE_COMMIT))
+    finally:
+        hub_server.throttle(every=0)
+    assert code == 0, err[-2000:]
+    assert len(state.throttled) > 5 and "Retry-After" in err  # 429s came, and were waited out
+
+    rows = load_dataset(repo, "checkpoints", split="train")
+    members = layout.scan_members(tiny_zoo)
+    assert rows.num_rows == sum(len(m.checkpoints) for m in members)
+    assert len({(r["member_path"], r["epoch"]) for r in rows}) == rows.num_rows  # each checkpoint exactly once
+    model_repos = sorted(set(rows["model_repo"]))
+    assert len(model_repos) >= 3 and model_repos[0] == f"{repo}-models-00"
+    for model_repo in model_repos:
+        with state.lock:
+            stored = state.repo("model", model_repo)
+            trees = {name: dict(stored.commits[sha].files) for name, sha in stored.branches.items()}
+        assert len(trees["main"]) <= SCALE_REPO_FILES
+        for tree in trees.values():
+            assert max(_folder_entries(tree).values()) <= SCALE_FOLDER
+        ours = [r for r in rows if r["model_repo"] == model_repo]
+        assert set(trees) == {"main"} | {r["revision"] for r in ours}  # one branch per checkpoint, no other
+    assert any("/shard_0000/" in r["subfolder"] for r in rows)
+    assert all(len(paths) <= SCALE_COMMIT for _, rid, paths in state.commits_made[commits_before:]
+               if rid.startswith(repo))
+
+    code, out, _ = run(capsys, "verify", repo, "--no-download")
+    assert code == 0 and f"{rows.num_rows} checkpoints, {rows.num_rows} branches, 0 problem(s)" in out, out
+
+    for row in random.Random(0).sample(list(rows), 10):
+        local = load_file(tiny_zoo / row["member_path"] / row["checkpoint"] / "model.safetensors")
+        by_revision = AutoModel.from_pretrained(row["model_repo"], revision=row["revision"])
+        by_subfolder = AutoModel.from_pretrained(row["model_repo"], subfolder=row["subfolder"],
+                                                 revision=row["subfolder_revision"])
+        for model in (by_revision, by_subfolder):
+            loaded = [t for t in model.state_dict().values()]
+            assert all(any(t.shape == v.shape and torch.equal(t, v) for t in loaded)
+                       for k, v in local.items() if k.startswith(model.base_model_prefix + "."))
+
+    # unchanged zoo, published again: not one commit, not one upload (issue 8, item 14)
+    commits, uploads = len(state.commits_made), len(state.lfs_uploads)
+    code, out, err = run(capsys, "publish", str(tiny_zoo), "--repo-id", repo, "--branches",
+                         "--max-repo-files", str(SCALE_REPO_FILES), "--max-folder-entries", str(SCALE_FOLDER),
+                         "--commit-files", str(SCALE_COMMIT))
+    assert code == 0 and "0 commit(s)" in out, err[-2000:]
+    assert len(state.commits_made) == commits and len(state.lfs_uploads) == uploads
+
+
+def test_layout_rules():
+    from zoo.publish import ref_name, shard_folders
+
+    paths = [f"language/pretraining/m{i:03d}" for i in range(25)] + ["vision/finetuning/p/c"]
+    mapped = shard_folders(paths, 10)
+    assert mapped["language/pretraining/m000"] == "language/pretraining/shard_0000/m000"
+    assert mapped["language/pretraining/m024"] == "language/pretraining/shard_0002/m024"
+    assert mapped["vision/finetuning/p/c"] == "vision/finetuning/p/c"
+    taken: set[str] = set()
+    names = [ref_name("a/b/..x.lock", 1, taken), ref_name("a/b/..x.lock", 1, taken), ref_name("y" * 300, 2, taken)]
+    assert names[0] == "a--b--.x.lock--checkpoint_000001" and names[1].startswith(names[0] + "-")
+    assert len(names[2]) <= 200 and len(set(names)) == 3
+    for name in names:
+        assert ".." not in name and "/" not in name and not name.endswith((".lock", ".")) and name[0] not in ".-"
+
+
+# ---------------------------------------------------------------- kill -9, rate limits, request budget
+
+
+def test_kill_9_mid_publish_then_rerun_uploads_nothing_twice(zoo, hub_server, tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo, state = "org/killed", hub_server.state
+    stale = zoo / ".publish_staging.999999999.left"  # a killed publish of an earlier version (issue 8, item 13)
+    stale.mkdir()
+    (stale / "x").write_text("x")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get(
+        "PYTHONPATH", "")])}
+    commits = len(state.commits_made)
+    state.commit_delay = 0.3
+    proc = subprocess.Popen([sys.executable, "-m", "zoo", "publish", str(zoo), "--repo-id", repo,
+                             "--commit-files", "4"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while sum(rid == f"{repo}-models" for _, rid, _ in state.commits_made[commits:]) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, "publish ended before it could be killed"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        state.commit_delay = 0.0
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    landed = {e.sha256 for p, e in hub_server.files(f"{repo}-models").items() if e.lfs}
+    assert landed and len(landed) < 18  # partly published
+    assert list(zoo.glob(f".publish_staging.{proc.pid}.*"))  # the kill left its staging folder
+
+    uploads = len(state.lfs_uploads)
+    code, out, err = run(capsys, "publish", str(zoo), "--repo-id", repo, "--commit-files", "4")
+    assert code == 0, err[-2000:]
+    assert not set(state.lfs_uploads[uploads:]) & landed  # nothing that had landed went up again
+    assert not list(zoo.glob(".publish_staging.*"))  # leftovers of killed publishes are removed
+    code, out, _ = run(capsys, "verify", repo)
+    assert code == 0 and "18 checkpoints" in out, out
+
+
+def test_429_retry_after_is_honoured_and_request_budget_kept(zoo, hub_server, capsys):
+    state = hub_server.state
+    hub_server.fail_next("commit", 429, retry_after="2")
+    start = len(state.request_log)
+    code, _, err = run(capsys, "publish", str(zoo), "--repo-id", "org/limited")
+    assert code == 0 and "HTTP 429; retrying in 2 s (Retry-After)" in err
+    commits = [t for t, _, name in state.request_log[start:] if name == "commit"]
+    assert commits[1] - commits[0] >= 2.0  # the retry came after Retry-After, not before
+
+    start = len(state.request_log)
+    code, _, err = run(capsys, "publish", str(zoo), "--repo-id", "org/budgeted", "--request-budget", "5/1")
+    assert code == 0, err[-2000:]
+    times = [t for t, _, _ in state.request_log[start:]]
+    assert len(times) > 10  # enough requests that the budget had to hold some back
+    assert max(sum(1 for u in times if t <= u < t + 0.95) for t in times) <= 5
+
+
+# ---------------------------------------------------------------- unreadable members, verify at checkpoint level
+
+
+def test_unreadable_member_folder_is_an_error(zoo, tmp_path, capsys):
+    root = tmp_path / "zoo"
+    shutil.copytree(zoo, root)
+    broken = root / "vision/finetuning/vit_con_seed_1_optim_sgd/ft_seed_11"
+    (broken / "config.json").unlink()
+    code, _, err = run(capsys, "publish", str(root), "--repo-id", REPO, "--local-dir", str(tmp_path / "out"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{broken}/config.json" in err and "--allow-incomplete" in err
+    assert not (tmp_path / "out").exists()
+    code, out, _ = run(capsys, "publish", str(root), "--repo-id", REPO, "--local-dir", str(tmp_path / "out"),
+                       "--allow-incomplete")
+    assert code == 0 and "wrote 5 members" in out and "ft_seed_11/config.json: not found (unreadable)" in out
+
+
+def test_verify_names_missing_extra_and_altered_checkpoints(zoo, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert run(capsys, "publish", str(zoo), "--repo-id", REPO, "--local-dir", str(out), "--branches")[0] == 0
+    code, stdout, _ = run(capsys, "verify", str(out))
+    assert code == 0 and "18 checkpoints, 18 branches, 0 problem(s)" in stdout, stdout
+    models = out / "models"
+    gone = "language/pretraining/lm_seed_0/checkpoint_000001"
+    shutil.rmtree(models / gone)  # missing
+    shutil.copytree(models / "language/pretraining/lm_seed_0/checkpoint_000002",
+                    models / "language/pretraining/lm_seed_0/checkpoint_000002_copy")  # duplicated
+    ref = next((out / "models.refs").iterdir())
+    (ref / "model.safetensors").write_bytes(b"x")  # altered in a branch
+    code, stdout, _ = run(capsys, "verify", str(out))
+    assert code == 1
+    assert f"{gone}/model.safetensors: missing" in stdout
+    assert "checkpoint_000002_copy/model.safetensors: extra: not in the manifest" in stdout
+    assert f"branch {ref.name}: model.safetensors: altered: size 1" in stdout

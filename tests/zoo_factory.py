@@ -137,3 +137,102 @@ def make_synthetic_zoo(root: str | Path, *, incomplete: bool = False, junk: bool
                                     seed=2, epochs_done=1))
     layout.write_zoo_file(root, SPEC, spec_hash="0" * 16)
     return members
+
+
+# ---------------------------------------------------------------- many tiny members, fast (scale tests, benchmarks)
+
+_TINY_KINDS = {  # kind -> (modality, stage, metric, model class name, config)
+    "vit-supervised": ("vision", "pretraining", "test_acc", "ViTForImageClassification"),
+    "vit-finetune": ("vision", "finetuning", "test_acc", "ViTForImageClassification"),
+    "lm-pretrain": ("language", "pretraining", "test_perplexity", "GPT2LMHeadModel"),
+}
+
+
+def _tiny_templates(folder: Path) -> dict[str, tuple[bytes, dict[str, Any], list[tuple[str, bytes]]]]:
+    """Per kind: config.json bytes, safetensors header (names, shapes, dtypes) and extra files, from one stock
+    `save_pretrained` of a tiny model."""
+    import transformers
+    from transformers import GPT2Config, ViTConfig, ViTImageProcessor
+
+    vit = ViTConfig(image_size=8, patch_size=4, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=16, num_channels=3, num_labels=10)
+    gpt = GPT2Config(vocab_size=32, n_positions=8, n_embd=8, n_layer=1, n_head=2, pad_token_id=0, bos_token_id=1,
+                     eos_token_id=2)
+    out = {}
+    for kind, (_, _, _, cls_name) in _TINY_KINDS.items():
+        where = folder / kind
+        model = getattr(transformers, cls_name)(vit if kind.startswith("vit") else gpt)
+        model.save_pretrained(where)
+        if kind.startswith("vit"):
+            ViTImageProcessor(size={"height": 8, "width": 8}).save_pretrained(where)
+        extras = [(p.name, p.read_bytes()) for p in sorted(where.iterdir())
+                  if p.name not in ("config.json", layout.WEIGHTS)]
+        out[kind] = ((where / "config.json").read_bytes(), layout.read_safetensors_header(where / layout.WEIGHTS),
+                     extras)
+    return out
+
+
+def write_tiny_zoo(root: str | Path, members: int, *, seed: int = 0) -> int:
+    """A zoo of `members` tiny members in the real member format without training: random weights (stock ViT and
+    GPT-2 configs, loadable with `AutoModel`), 2 or 3 checkpoints each, result lines for every epoch. 45% vision
+    and 45% language pretraining members, 10% finetuned children of the first vision members. Returns the number
+    of checkpoints written."""
+    import tempfile
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    root = Path(root)
+    with tempfile.TemporaryDirectory() as tmp:
+        templates = _tiny_templates(Path(tmp))
+    rng = np.random.default_rng(seed)
+    n_children = members // 10
+    n_vision = (members - n_children) // 2
+    parents: list[str] = []
+    written = 0
+    for index in range(members):
+        if index < n_vision:
+            kind, name, parent = "vit-supervised", f"vit_seed_{index}", None
+            parents.append(name)
+        elif index < members - n_children:
+            kind, name, parent = "lm-pretrain", f"lm_seed_{index}", None
+        else:
+            kind, name = "vit-finetune", f"ft_seed_{index}"
+            parent = parents[index % min(len(parents), 10)] if parents else None
+            if parent is None:
+                kind, name = "lm-pretrain", f"lm_seed_{index}"
+        modality, stage, metric, _ = _TINY_KINDS[kind]
+        config_json, header, extras = templates[kind]
+        checkpoints = [0, 1, 2] if index % 2 == 0 else [0, 2]
+        member_dir = layout.zoo_member_dir(root, modality, stage, name, parent=parent)
+        parent_ref = ({"member": parent, "path": f"{modality}/pretraining/{parent}", "checkpoint": "checkpoint_000002"}
+                      if parent else None)
+        layout.write_member_config(member_dir, {
+            "name": name, "modality": modality, "stage": stage, "kind": kind,
+            "factors": {"seed": index, "learning_rate": [1e-4, 1e-3, 1e-2][index % 3]}, "parent": parent_ref,
+            "epochs": 2, "checkpoint_every": 1 if index % 2 == 0 else 2, "checkpoints": checkpoints, "metric": metric,
+        })
+        for epoch in checkpoints:
+            tensors = {key: (0.02 * rng.standard_normal(info["shape"])).astype(np.float32)
+                       for key, info in header.items() if key != "__metadata__"}
+
+            def save(folder: Path, tensors: dict[str, Any] = tensors, config_json: bytes = config_json,
+                     extras: list[tuple[str, bytes]] = extras) -> None:
+                (folder / "config.json").write_bytes(config_json)
+                save_file(tensors, str(folder / layout.WEIGHTS), metadata={"format": "pt"})
+                for extra, data in extras:
+                    (folder / extra).write_bytes(data)
+
+            layout.write_checkpoint(member_dir, epoch, save)
+            written += 1
+        rows = []
+        for epoch in range(3):
+            loss = round(2.3 - 0.3 * epoch - 0.1 * float(rng.random()), 6)
+            row = {"epoch": epoch, "test_loss": loss, "test_acc": round(0.1 + 0.2 * epoch, 6)}
+            if metric == "test_perplexity":
+                row["test_perplexity"] = round(math.exp(loss), 6)
+            rows.append(layout.to_json(row, indent=None) + "\n")
+        layout.atomic_write_text(member_dir / layout.RESULTS, "".join(rows))
+    layout.write_zoo_file(root, {"name": "tiny", "description": f"{members} untrained tiny members"},
+                          spec_hash="1" * 16)
+    return written

@@ -42,6 +42,16 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-incomplete", action="store_true", help="publish even with incomplete/failed members")
     p.add_argument("--private", action="store_true")
     p.add_argument("--revision", default=None, help="branch to push to (default: main)")
+    p.add_argument("--branches", action="store_true",
+                   help="also give every checkpoint a branch whose root holds it alone (load with revision=...)")
+    p.add_argument("--max-repo-files", type=int, default=50_000,
+                   help="files per model repo; more spread the zoo over <model repo>-00, -01, ... (Hub: < 100,000)")
+    p.add_argument("--max-folder-entries", type=int, default=5_000,
+                   help="entries per folder; fuller folders are split into shard_NNNN folders (Hub: < 10,000)")
+    p.add_argument("--commit-files", type=int, default=100, help="files per commit (the Hub advises 50 to 100)")
+    p.add_argument("--request-budget", default=None, metavar="N/SECONDS",
+                   help="at most N HTTP requests per SECONDS, e.g. 900/300 under a free account's 1,000 per 5 min")
+    p.add_argument("--max-retries", type=int, default=8, help="retries of a request answered 429 or 5xx")
     p.set_defaults(module="zoo.publish", func="cli_publish")
 
 
@@ -49,6 +59,8 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="download a published zoo and check every file against its manifest")
     p.add_argument("repo_id", help="dataset repo id, or a folder written by `zoo publish --local-dir`")
     p.add_argument("--revision", default=None)
+    p.add_argument("--no-download", action="store_true",
+                   help="trust the Hub's listing (sha256 of LFS files, git blob ids) instead of downloading every file")
     p.set_defaults(module="zoo.publish", func="cli_verify")
 
 
