@@ -190,3 +190,9 @@ def test_studies_and_publishing_work_on_bert_members(tmp_path, bert_parent):
     assert zoo_main(["analyze", str(zoo), "--out", str(tmp_path / "report")]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
     assert "ft_bert_tiny" in report or "mlm_bert_tiny" in report
+    assert zoo_main(["publish", str(zoo), "--repo-id", "org/bert-zoo", "--local-dir", str(tmp_path / "hub")]) == 0
+    assert zoo_main(["verify", str(tmp_path / "hub")]) == 0
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(next((tmp_path / "hub").rglob("members*.parquet"))).to_pylist()
+    assert {row["kind"] for row in rows} == {"mlm-pretrain", "mlm-finetune"}
