@@ -8,6 +8,7 @@ skipped, incomplete ones resume from their Trainer state, failed ones are record
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import itertools
 import json
@@ -16,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,6 +252,16 @@ def _scratch_dir(zoo_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / "transformer-zoo-ray" / digest
 
 
+def _remove_scratch(storage: Path, name: str) -> None:
+    """Drop a stage's Ray storage, and the scratch folders it leaves empty."""
+    shutil.rmtree(storage / name, ignore_errors=True)
+    for folder in (storage, storage.parent):
+        try:
+            folder.rmdir()  # only when empty: another zoo's stage may be running
+        except OSError:
+            break
+
+
 def _make_trainer_class():
     from zoo.runs import train_prepared
     from zoo.training import MemberWriter, ZooTrainer
@@ -362,7 +374,7 @@ def _run_stage(run, members: list[PlannedMember], zoo_dir: Path, resources: dict
         if "NoneType" not in str(err):
             raise
     finally:
-        shutil.rmtree(storage / name, ignore_errors=True)
+        _remove_scratch(storage, name)
 
 
 def _run_optuna(run, plan: StagePlan, parent: str | None, zoo_dir: Path, n_trials: int, name: str) -> None:
@@ -441,10 +453,73 @@ def _init_ray(address: str | None) -> None:
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables off (verbose=0): the zoo shows its own progress
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    else:  # a Ray of our own (not one found running on this machine), stopped when we exit
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+    atexit.register(_RAY_STOPPING.set)  # runs before Ray's own exit handler (registered earlier) stops it
+    threading.Thread(target=_watch_ray, daemon=True, name="zoo-ray-watch").start()
+
+
+_RAY_STOPPING = threading.Event()
+
+
+RAY_DIED = ("zoo generate: error: the Ray cluster under this run stopped ({}); finished members and epochs are "
+            "kept: run the same command again to resume")
+
+
+def _ray_alive() -> str | None:
+    """None while the run's Ray cluster answers, else what is wrong."""
+    import ray
+
+    node = ray._private.worker._global_node
+    for kind in ("gcs_server", "raylet"):  # a Ray this process started: its own processes
+        for info in (node.all_processes.get(kind, []) if node is not None else []):
+            if info.process.poll() is not None:
+                return f"its {kind} process {info.process.pid} exited"
+    try:
+        ray._private.worker.global_worker.gcs_client.internal_kv_get(b"zoo-ping", None, timeout=5)
+    except Exception as err:  # noqa: BLE001 - a dead GCS fails in many ways
+        return f"its GCS does not answer: {type(err).__name__}"
+    return None
+
+
+def _watch_ray(period: float = 3.0, tries: int = 3) -> None:
+    """Ray's core worker ends this process without a Python error (exit 1, a C++ log line) about a minute after
+    its cluster goes away: notice first, say so in one line, and exit 3."""
+    import ray
+
+    failures = 0
+    while ray.is_initialized():
+        time.sleep(period)
+        try:
+            problem = _ray_alive() if ray.is_initialized() else None
+        except Exception:  # noqa: BLE001 - shutting down
+            return
+        failures = failures + 1 if problem else 0
+        if _RAY_STOPPING.is_set():
+            return
+        if failures >= tries or (problem and "exited" in problem):
+            print(RAY_DIED.format(problem), file=sys.stderr, flush=True)
+            node = ray._private.worker._global_node
+            if node is not None and node.all_processes:  # our own Ray: stop what is left of it
+                try:
+                    node.kill_all_processes(check_alive=False, allow_graceful=False)
+                except Exception:  # noqa: BLE001 - best effort on the way out
+                    pass
+            os._exit(3)
+
+
+def _ray_died(err: BaseException) -> bool:
+    """Whether an error raised by the search means that the Ray cluster under the run went away."""
+    names = {type(e).__name__ for e in (err, err.__cause__, err.__context__) if e is not None}
+    if names & {"RaySystemError", "RpcError", "NodeDiedError", "RayletDiedError", "LocalRayletDiedError"}:
+        return True
+    try:
+        return _ray_alive() is not None
+    except Exception:  # noqa: BLE001 - Ray is not even initialised
+        return False
 
 
 def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None = None,
@@ -539,47 +614,6 @@ def _complete(zoo_dir: Path, member: PlannedMember) -> bool:
     return layout.is_member_dir(path) and layout.load_member(path).is_complete()
 
 
-# ---------------------------------------------------------------- status
-
-
-def status_rows(zoo_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per planned member (as recorded in zoo.json when generating) and per other member found on disk."""
-    zoo_dir = Path(zoo_dir)
-    zoo_file = layout.read_zoo_file(zoo_dir) or {}
-    found = {m.relpath: m for m in layout.scan_members(zoo_dir)} if zoo_dir.is_dir() else {}
-    rows = [_row(p["member"], p["stage"], found.pop(p["member"], None), p["epochs"])
-            for p in zoo_file.get("planned", [])]
-    rows += [_row(relpath, member.stage, member, member.planned_epochs) for relpath, member in found.items()]
-    return rows
-
-
-def _row(relpath: str, stage: str, member: layout.MemberInfo | None, epochs: int) -> dict[str, Any]:
-    row = {"member": relpath, "stage": stage, "epochs_done": 0, "epochs": epochs, "metric": None, "value": None,
-           "state": "pending", "error": None}
-    if member is not None:
-        last = member.last_result or {}
-        row.update(epochs_done=max(member.epochs_done - 1, 0), metric=member.config.get("metric"),
-                   value=last.get(member.config.get("metric", "")), state=member.state, error=member.error)
-    return row
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    header = ["member", "stage", "epochs", "last test metric", "state"]
-    lines = [header]
-    for row in rows:
-        value = row["value"]
-        metric = "-" if value is None else f"{row['metric'].removeprefix('test_')} {value:.4g}"
-        state = row["state"] + (f" ({row['error'][:60]})" if row["error"] and row["state"] == "failed" else "")
-        lines.append([row["member"], row["stage"], f"{row['epochs_done']}/{row['epochs']}", metric, state])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["state"]] = counts.get(row["state"], 0) + 1
-    out.append(f"{len(rows)} members: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
-    return "\n".join(out)
-
-
 # ---------------------------------------------------------------- CLI
 
 
@@ -610,22 +644,20 @@ def cli_generate(args) -> int:
                 print(f"plus {sampled} members{per_parent} sampled by Optuna in {plan.modality}/{plan.stage} "
                       f"from ranges of {', '.join(plan.ranges)}")
         return 0
+    from zoo.status import format_table, status_rows
+
     zoo_dir = Path(args.zoo_dir)
-    generate(args.spec, zoo_dir, args.ray_address, args.cpus_per_trial, args.gpus_per_trial, modalities,
-             stages_wanted, args.optuna)
+    with layout.ZooLock(zoo_dir, "zoo generate"):  # one writer per zoo; the kernel drops it if we are killed
+        try:
+            generate(args.spec, zoo_dir, args.ray_address, args.cpus_per_trial, args.gpus_per_trial, modalities,
+                     stages_wanted, args.optuna)
+        except Exception as err:  # noqa: BLE001 - Ray's own errors have many types
+            if not _ray_died(err):
+                raise
+            print(RAY_DIED.format(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"),
+                  file=sys.stderr)
+            return 3
     rows = status_rows(zoo_dir)
     print(format_table(rows))
     return 0 if all(row["state"] == "complete" for row in rows) else 1
 
-
-def cli_status(args) -> int:
-    zoo_dir = Path(args.zoo_dir)
-    if not zoo_dir.is_dir():
-        raise ValueError(f"{zoo_dir}: no such zoo folder")
-    rows = status_rows(zoo_dir)
-    if args.json:
-        for row in rows:
-            print(json.dumps(row))
-    else:
-        print(format_table(rows))
-    return 0

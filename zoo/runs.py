@@ -346,7 +346,7 @@ def train_prepared(trainer, member_dir: Path):
         layout.record_failure(member_dir, f"{type(err).__name__}: {message}")
         raise
     if trainer.is_world_process_zero() and layout.load_member(member_dir).is_complete():
-        shutil.rmtree(state_dir, ignore_errors=True)
+        layout.remove_trainer_state(state_dir)
     return output
 
 
