@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo import layout
-from zoo.arguments import ConfigError, field_names, load_yaml, parse_config
+from zoo.arguments import ConfigError, did_you_mean, field_names, load_yaml, parse_config
 
 SPEC_KEYS = {"name", "description", "license", "resources", "vision", "language"}
 STAGE_KEYS = {"recipe", "config", "fixed", "grid", "groups", "from_checkpoint", "ranges", "optuna"}
@@ -97,7 +97,7 @@ def _check_config_keys(config: dict[str, Any], where: str) -> None:
     known = field_names()
     for key in config:
         if key not in known:
-            raise ConfigError(f"{where}: {key!r} is not a config key the recipe accepts")
+            raise ConfigError(f"{where}: {key!r} is not a config key the recipe accepts{did_you_mean(key, known)}")
 
 
 def load_spec(path: str | Path) -> tuple[dict[str, Any], list[StagePlan]]:
@@ -394,17 +394,27 @@ def _run_optuna(run, plan: StagePlan, parent: str | None, zoo_dir: Path, n_trial
 
 
 class Progress:
-    """A progress bar over planned epochs, refreshed from the zoo folder (works for trials on any node)."""
+    """Progress over planned epochs, refreshed from the zoo folder (works for trials on any node).
 
-    def __init__(self, zoo_dir: Path, members: list[PlannedMember]):
-        from tqdm.auto import tqdm
+    On a terminal: one bar. Otherwise (a log file, CI): a line per finished or failed member and a summary line
+    every `log_every` seconds, instead of a new line at every refresh.
+    """
 
+    def __init__(self, zoo_dir: Path, members: list[PlannedMember], stream=None, log_every: float = 30.0):
         self.zoo_dir, self.members = zoo_dir, members
-        self.bar = tqdm(total=sum(m.epochs + 1 for m in members), desc="zoo", unit="epoch", dynamic_ncols=True)
+        self.stream = stream or sys.stderr
+        self.total = sum(m.epochs + 1 for m in members)
+        self.log_every, self._last_log = log_every, time.monotonic()
+        self._reported: set[str] = set()
+        self.bar = None
+        if self.stream.isatty():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, desc="zoo", unit="epoch", dynamic_ncols=True, file=self.stream)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def _refresh(self) -> None:
+    def _refresh(self, final: bool = False) -> None:
         done = running = failed = epochs = 0
         current = ""
         for plan in self.members:
@@ -416,15 +426,27 @@ class Progress:
             # a cheap look (no weight headers read every refresh); `zoo status` does the full check
             if info.epochs_done > plan.epochs and set(info.planned_checkpoints) <= set(info.checkpoints):
                 done += 1
+                self._report(plan, "done")
             elif info.error:
                 failed += 1
+                self._report(plan, f"failed ({info.error[:100]})")
             elif info.results:
                 running += 1
                 current = f"{info.name} epoch {info.epochs_done - 1}/{plan.epochs}"
-        self.bar.n = epochs
         left = len(self.members) - done - running - failed
-        self.bar.set_postfix_str(f"done {done} running {running} failed {failed} left {left} {current}"[:120])
-        self.bar.refresh()
+        summary = f"done {done} running {running} failed {failed} left {left}"
+        if self.bar is not None:
+            self.bar.n = epochs
+            self.bar.set_postfix_str(f"{summary} {current}"[:120], refresh=False)
+            self.bar.refresh()
+        elif final or time.monotonic() - self._last_log >= self.log_every:
+            self._last_log = time.monotonic()
+            print(f"zoo: {epochs}/{self.total} epochs, {summary}", file=self.stream, flush=True)
+
+    def _report(self, plan: PlannedMember, what: str) -> None:
+        if self.bar is None and plan.relpath() not in self._reported:
+            self._reported.add(plan.relpath())
+            print(f"zoo: {what}: {plan.relpath()}", file=self.stream, flush=True)
 
     def _loop(self) -> None:
         while not self._stop.wait(2.0):
@@ -441,9 +463,10 @@ class Progress:
         self._stop.set()
         self._thread.join(timeout=5)
         try:
-            self._refresh()
+            self._refresh(final=True)
         finally:
-            self.bar.close()
+            if self.bar is not None:
+                self.bar.close()
 
 
 def _init_ray(address: str | None) -> None:

@@ -375,11 +375,12 @@ def last_trainer_checkpoint(folder: str | Path) -> str | None:
 
 
 def _load_extra_metrics(names: list[str]) -> list:
+    """The project's own `evaluate` modules (zoo/metrics), loaded by path: never a script from the Hub."""
     if not names:
         return []
-    import evaluate  # optional, online: `pip install evaluate`
+    from zoo import metrics
 
-    return [evaluate.load(name) for name in names]
+    return [metrics.load(name) for name in names]
 
 
 def recipe_main(kind: str, argv: list[str] | None = None) -> int:
