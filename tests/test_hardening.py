@@ -268,3 +268,33 @@ def test_demo_prints_the_status_table_once():
     commands = [line for line in demo.splitlines() if line.strip() and not line.lstrip().startswith(("#", "echo"))]
     assert sum("zoo generate" in line for line in commands) == 1  # it ends with the table
     assert not any("zoo status" in line for line in commands)
+
+
+def test_a_rerun_on_a_complete_zoo_prepares_no_data_and_starts_no_ray(tmp_path, monkeypatch):
+    from zoo_factory import write_member
+
+    from zoo import population, runs
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": "t", "vision": {
+        "pretraining": {"config": str(ROOT / "recipes/configs/vision/pretrain_supervised_tiny.yaml"),
+                        "fixed": {"num_train_epochs": 2, "checkpoint_every": 1}, "grid": {"seed": [1]}},
+        "finetuning": {"config": str(ROOT / "recipes/configs/vision/finetune_tiny.yaml"),
+                       "fixed": {"num_train_epochs": 2, "checkpoint_every": 1},
+                       "grid": {"optimizer": ["adamw", "sgd"]}},
+    }}))
+    loaded, stages = population.load_spec(spec)
+    population.plan_members(stages)
+    zoo_dir = tmp_path / "zoo"
+    layout.write_zoo_file(zoo_dir, loaded, population.spec_hash(loaded))  # the zoo of an earlier run
+    parent = write_member(zoo_dir, stages[0].members[0].name, "vit-supervised", {"seed": 1})
+    for member in stages[1].members:
+        write_member(zoo_dir, member.name, "vit-finetune", {"optimizer": member.name}, parent=parent)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a complete zoo needs no data and no Ray")
+
+    monkeypatch.setattr(runs, "MemberRun", refuse)
+    monkeypatch.setattr(population, "_init_ray", refuse)
+    members = population.generate(spec, zoo_dir)
+    assert len(members) == 3 and all(m.is_complete() for m in members)

@@ -536,13 +536,15 @@ def _watch_ray(period: float = 3.0, tries: int = 3) -> None:
 
 def _ray_died(err: BaseException) -> bool:
     """Whether an error raised by the search means that the Ray cluster under the run went away."""
+    if "ray" not in sys.modules or not sys.modules["ray"].is_initialized():
+        return False  # the error came before any Ray was started
     names = {type(e).__name__ for e in (err, err.__cause__, err.__context__) if e is not None}
     if names & {"RaySystemError", "RpcError", "NodeDiedError", "RayletDiedError", "LocalRayletDiedError"}:
         return True
     try:
         return _ray_alive() is not None
-    except Exception:  # noqa: BLE001 - Ray is not even initialised
-        return False
+    except Exception:  # noqa: BLE001 - a half-stopped Ray
+        return True
 
 
 def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None = None,
@@ -567,11 +569,12 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
     layout.write_zoo_file(zoo_dir, spec, spec_hash(spec), spec_path=str(Path(spec_path).resolve()), planned=planned)
     resources = dict(spec.get("resources") or {})
     resources = {"cpu": cpus_per_trial or resources.get("cpu", 1), "gpu": gpus_per_trial or resources.get("gpu", 0)}
-    _init_ray(ray_address)
     for plan in stages:
         if plan.modality not in modalities or plan.stage not in stages_wanted:
             continue
         for parent, members in _stage_work(zoo_dir, plan).items():
+            if not members and not plan.optuna_trials:
+                continue  # nothing left to train: no data to prepare, no Ray to start (a rerun is quick)
             base = dict(plan.base)
             if parent is not None:
                 parent_info = layout.load_member(zoo_dir / layout.zoo_member_dir("", plan.modality, "pretraining",
@@ -585,6 +588,7 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
             run = MemberRun(plan.kind, args, base)
             name = (f"{plan.modality}-{plan.stage}" + (f"-{parent}" if parent else ""))[:100]
             if members:  # planned grid members, or sampled members left incomplete by an earlier run
+                _init_ray(ray_address)
                 with Progress(zoo_dir, members):
                     _run_stage(run, members, zoo_dir, resources, name)
             if plan.optuna_trials:
