@@ -37,7 +37,11 @@ def _mode(path: Path) -> int:
 def test_zoo_files_and_folders_respect_the_umask(tmp_path, umask):
     layout.atomic_write_json(tmp_path / "zoo.json", {"a": 1})
     layout.append_result(tmp_path, {"epoch": 0})
-    checkpoint = layout.write_checkpoint(tmp_path, 0, lambda folder: (folder / layout.WEIGHTS).write_bytes(b"x"))
+    import torch
+    from safetensors.torch import save_file
+
+    checkpoint = layout.write_checkpoint(  # safetensors writes its files 0600 whatever the umask
+        tmp_path, 0, lambda folder: save_file({"w": torch.zeros(2)}, str(folder / layout.WEIGHTS)))
     assert _mode(tmp_path / "zoo.json") == 0o666 & ~umask
     assert _mode(tmp_path / layout.RESULTS) == 0o666 & ~umask
     assert _mode(checkpoint) == 0o777 & ~umask

@@ -232,6 +232,10 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     try:
         _respect_umask(tmp, is_dir=True)
         yield tmp
+        mask = current_umask()
+        for item in tmp.rglob("*"):  # safetensors, for one, writes its files 0600
+            if not item.is_symlink():
+                os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
         for item in tmp.iterdir():
             if item.is_file():
                 with open(item, "rb") as handle:
