@@ -101,8 +101,7 @@ def _status(zoo_dir: Path) -> list[dict]:
 
 
 def test_generate_kill_and_rerun(tmp_path, own_ray):
-    """Generate with Ray, SIGKILL the driver mid-way, rerun: exactly the planned members, all complete. While it
-    runs, a second writer of the same zoo is refused."""
+    """Generate with Ray, SIGKILL the driver mid-way, rerun: exactly the planned members, all complete."""
     spec = write_spec(tmp_path / "spec.yaml")
     zoo_dir = tmp_path / "zoo"
     # a relative --zoo-dir, as a user types it (trials run in Ray's own working folders)
@@ -117,9 +116,6 @@ def test_generate_kill_and_rerun(tmp_path, own_ray):
         if done:  # the parent has trained an epoch: kill driver and trials together
             break
         time.sleep(0.2)
-    second = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env)
-    assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr[-2000:]
-    assert f"is being written by zoo generate (pid {proc.pid} on" in second.stderr
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     own_ray.stop()  # what is left of the killed run's Ray: its own processes only
@@ -267,16 +263,18 @@ def test_kill_a_trial_and_rerun(tmp_path, own_ray):
     assert [row["state"] for row in _status(zoo_dir)] == ["complete", "complete"]
 
 
-def test_generate_says_so_when_its_ray_dies(tmp_path, own_ray):
-    """Ray's core worker would end the driver with exit 1 and no Python error: one line instead, and exit 3."""
-    spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__fixed={
-        "num_train_epochs": 20, "max_train_samples": 256, "max_eval_samples": 32, "per_device_train_batch_size": 64})
+def test_generate_refuses_a_second_writer_and_says_so_when_its_ray_dies(tmp_path, own_ray):
+    """While a run trains, a second `zoo generate` of the same zoo is refused in one line. When the run's Ray dies,
+    Ray's core worker would end the driver with exit 1 and no Python error: one line instead, and exit 3."""
+    spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__fixed={  # far more epochs than it will live
+        "num_train_epochs": 500, "max_train_samples": 256, "max_eval_samples": 32, "per_device_train_batch_size": 64})
     data = yaml.safe_load(spec.read_text())
     del data["vision"]["finetuning"]
     spec.write_text(yaml.safe_dump(data))
     zoo_dir = tmp_path / "zoo"
-    proc = subprocess.Popen([sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=own_ray.env)
+    command = [sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir)]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=own_ray.env)
     deadline = time.time() + 400
     raylet = None
     while time.time() < deadline and proc.poll() is None and raylet is None:
@@ -285,6 +283,10 @@ def test_generate_says_so_when_its_ray_dies(tmp_path, own_ray):
                           None)
         time.sleep(0.2)
     assert raylet is not None, "no raylet of the run's own Ray was found"
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=own_ray.env)
+    assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr[-2000:]
+    assert f"is being written by zoo generate (pid {proc.pid} on" in second.stderr
+    assert proc.poll() is None
     os.kill(raylet, signal.SIGKILL)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, err[-2000:]
