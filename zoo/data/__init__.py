@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
 from datasets import Array3D, ClassLabel, Dataset, DatasetDict, Features, load_dataset, load_from_disk
 
 from zoo.data import embedded
+
+if not sys.stderr.isatty():  # in a log, a progress bar is a new line at every refresh
+    datasets.disable_progress_bars()
 
 DUMP_INFO = "zoo_data.json"
 _IMAGE_COLUMNS = ("image", "img", "pixel_values")
