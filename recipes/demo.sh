@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# `make demo`: generate the quickstart zoo (vision + language, embedded data) and show its status.
+# `make demo`: generate the quickstart zoo (vision + language, embedded data); `zoo generate` ends with its status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ZOO=${ZOO:-zoos/quickstart}
 .venv/bin/zoo generate recipes/configs/zoos/quickstart.yaml --zoo-dir "$ZOO"
 echo
-.venv/bin/zoo status "$ZOO"
-echo
+echo "Show this table again at any time: .venv/bin/zoo status $ZOO"
 echo "Load any member with stock transformers, e.g.:"
 first=$(ls -d "$ZOO"/vision/pretraining/*/checkpoint_* | tail -n 1)
 echo "  python -c \"from transformers import AutoModel; print(AutoModel.from_pretrained('$first'))\""

@@ -55,3 +55,13 @@ def hub_server():
     server = HubServer(port=HUB_PORT).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def own_ray():
+    """A Ray temp dir of this test's own; every process of that Ray is stopped at teardown, no other."""
+    from processes import OwnRay
+
+    ray = OwnRay()
+    yield ray
+    ray.stop()

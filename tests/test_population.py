@@ -2,16 +2,16 @@
 
 import json
 import os
-import shutil
 import signal
+import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from processes import descendants
 
 from zoo import layout
 from zoo.cli import main as zoo_main
@@ -100,16 +100,16 @@ def _status(zoo_dir: Path) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def test_generate_kill_and_rerun(tmp_path):
+def test_generate_kill_and_rerun(tmp_path, own_ray):
     """Generate with Ray, SIGKILL the driver mid-way, rerun: exactly the planned members, all complete."""
     spec = write_spec(tmp_path / "spec.yaml")
     zoo_dir = tmp_path / "zoo"
     # a relative --zoo-dir, as a user types it (trials run in Ray's own working folders)
     command = [sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", "zoo"]
-    env = {**os.environ, "RAY_ADDRESS": ""}
+    env = own_ray.env
     proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                             start_new_session=True)
-    deadline = time.time() + 240
+    deadline = time.time() + 400
     parent_dir = zoo_dir / "vision" / "pretraining"
     while time.time() < deadline and proc.poll() is None:
         done = [r for r in (layout.read_results(p) for p in parent_dir.glob("*")) if len(r) >= 2]
@@ -118,7 +118,7 @@ def test_generate_kill_and_rerun(tmp_path):
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True)
+    own_ray.stop()  # what is left of the killed run's Ray: its own processes only
     rows = _status(zoo_dir)
     assert len(rows) == 3 and any(row["state"] != "complete" for row in rows)
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env)
@@ -144,7 +144,7 @@ def test_generate_kill_and_rerun(tmp_path):
     assert refused.returncode == 2 and "different spec" in refused.stderr
 
 
-def test_a_failing_member_is_recorded_and_the_rest_go_on(tmp_path):
+def test_a_failing_member_is_recorded_and_the_rest_go_on(tmp_path, own_ray):
     # a learning rate that diverges to NaN for one grid point only
     spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__grid={"learning_rate": [1e-3, 1e38]},
                       vision__pretraining__fixed={"num_train_epochs": 2, "max_train_samples": 64, "warmup_steps": 0,
@@ -155,7 +155,7 @@ def test_a_failing_member_is_recorded_and_the_rest_go_on(tmp_path):
     spec.write_text(yaml.safe_dump(del_finetuning))
     zoo_dir = tmp_path / "zoo"
     result = subprocess.run([sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir)],
-                            cwd=ROOT, capture_output=True, text=True)
+                            cwd=ROOT, capture_output=True, text=True, env=own_ray.env)
     assert result.returncode == 1
     rows = {row["member"].split("_lr_")[1].split("_")[0]: row for row in _status(zoo_dir)}
     assert rows["0.001"]["state"] == "complete"
@@ -163,40 +163,39 @@ def test_a_failing_member_is_recorded_and_the_rest_go_on(tmp_path):
     assert rows["1e+38"]["error"] and "Error" in rows["1e+38"]["error"]
 
 
-def test_generate_on_a_two_node_ray_cluster(tmp_path):
-    """A real local cluster: a head and a second node started with `ray start`, joined by --ray-address."""
+def test_generate_on_a_two_node_ray_cluster(tmp_path, own_ray):
+    """A real local cluster: a head and a second node started with `ray start`, joined by --ray-address; stopped
+    by the processes of its own temp dir, never `ray stop` (which would stop every Ray on the machine)."""
     ray = str(Path(sys.executable).parent / "ray")
     # a loopback-only test cluster: no token authentication between its processes
-    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "disabled"}
-    port = 20000 + os.getpid() % 20000
-    temp = tempfile.mkdtemp(prefix="ray-")
-    try:
-        common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
-        subprocess.run([ray, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}",
-                        *common], check=True, capture_output=True, env=env)
-        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", '--resources={"second": 1}', *common],
-                       check=True, capture_output=True, env=env)
-        spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__grid={"seed": [1, 2]},
-                          vision__pretraining__fixed={"num_train_epochs": 1, "max_train_samples": 128,
-                                                      "max_eval_samples": 64})
-        data = yaml.safe_load(spec.read_text())
-        del data["vision"]["finetuning"]
-        spec.write_text(yaml.safe_dump(data))
-        zoo_dir = tmp_path / "zoo"
-        result = subprocess.run([sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir),
-                                 "--ray-address", f"127.0.0.1:{port}"], cwd=ROOT, capture_output=True, text=True,
-                                env=env)
-        assert result.returncode == 0, result.stderr[-3000:]
-        members = layout.scan_members(zoo_dir)
-        assert len(members) == 2 and all(m.state == "complete" for m in members)
-        nodes = {m.config["provenance"]["ray_node_id"] for m in members}
-        assert len(nodes) == 2  # one CPU per node and per member: each node trained one member
-    finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env)
-        shutil.rmtree(temp, ignore_errors=True)
+    env = {**own_ray.env, "RAY_AUTH_MODE": "disabled"}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    subprocess.run([ray, "start", "--head", f"--port={port}", "--include-dashboard=false",
+                    f"--temp-dir={own_ray.temp_dir}", *common], check=True, capture_output=True, env=env)
+    subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", '--resources={"second": 1}', *common],
+                   check=True, capture_output=True, env=env)
+    assert len({pid for pid in own_ray.pids() if "raylet" in Path(f"/proc/{pid}/comm").read_text()}) == 2
+    spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__grid={"seed": [1, 2]},
+                      vision__pretraining__fixed={"num_train_epochs": 1, "max_train_samples": 128,
+                                                  "max_eval_samples": 64})
+    data = yaml.safe_load(spec.read_text())
+    del data["vision"]["finetuning"]
+    spec.write_text(yaml.safe_dump(data))
+    zoo_dir = tmp_path / "zoo"
+    result = subprocess.run([sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir),
+                             "--ray-address", f"127.0.0.1:{port}"], cwd=ROOT, capture_output=True, text=True,
+                            env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    members = layout.scan_members(zoo_dir)
+    assert len(members) == 2 and all(m.state == "complete" for m in members)
+    nodes = {m.config["provenance"]["ray_node_id"] for m in members}
+    assert len(nodes) == 2  # one CPU per node and per member: each node trained one member
 
 
-def test_optuna_samples_n_members_and_a_rerun_adds_none(tmp_path):
+def test_optuna_samples_n_members_and_a_rerun_adds_none(tmp_path, own_ray):
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"name": "optuna", "vision": {"pretraining": {
         "config": str(ROOT / "recipes/configs/vision/pretrain_supervised_tiny.yaml"),
@@ -206,10 +205,11 @@ def test_optuna_samples_n_members_and_a_rerun_adds_none(tmp_path):
     }}}))
     zoo_dir = tmp_path / "zoo"
     command = [sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir)]
-    missing = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    missing = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=own_ray.env)
     assert missing.returncode == 2 and "--optuna" in missing.stderr
     for _ in range(2):
-        result = subprocess.run([*command, "--optuna", "2"], cwd=ROOT, capture_output=True, text=True)
+        result = subprocess.run([*command, "--optuna", "2"], cwd=ROOT, capture_output=True, text=True,
+                                env=own_ray.env)
         assert result.returncode == 0, result.stderr[-2000:]
         members = layout.scan_members(zoo_dir)
         assert len(members) == 2 and all(m.state == "complete" for m in members)
@@ -217,14 +217,22 @@ def test_optuna_samples_n_members_and_a_rerun_adds_none(tmp_path):
     assert all(1e-4 <= rate <= 1e-2 for rate in rates) and rates[0] != rates[1]
 
 
-def _trial_pids() -> list[int]:
-    """Process ids of running Ray Tune trials (function trainables run as `ray::ImplicitFunc.train`)."""
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if "ray::ImplicitFunc" in line]
+def _trial_pid(driver: int, member: str) -> int | None:
+    """The process training `member` among the Ray Tune trials of the run whose driver is `driver`: a descendant
+    of that process (its own Ray), working in the trial folder named after the member."""
+    for pid in sorted(descendants({driver}) - {driver}):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if title.startswith(b"ray::ImplicitFunc") and f"member={member.replace('.', '_')}" in cwd:
+            return pid
+    return None
 
 
-def test_kill_a_trial_and_rerun(tmp_path):
-    """SIGKILL one trial's worker: the rest of the population goes on; a rerun completes the killed member."""
+def test_kill_a_trial_and_rerun(tmp_path, own_ray):
+    """SIGKILL the trial of one chosen member: the rest of the population goes on; a rerun completes it."""
     spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__grid={"seed": [1, 2]},
                       vision__pretraining__fixed={"num_train_epochs": 5, "checkpoint_every": 1,
                                                   "max_train_samples": 768, "max_eval_samples": 64,
@@ -233,22 +241,55 @@ def test_kill_a_trial_and_rerun(tmp_path):
     del data["vision"]["finetuning"]
     spec.write_text(yaml.safe_dump(data))
     zoo_dir = tmp_path / "zoo"
+    _, stages = load_spec(spec)
+    target, other = sorted((m for m in plan_members(stages)[0].members), key=lambda m: "_seed_2_" not in m.name)
     command = [sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir)]
-    env = {**os.environ, "RAY_ADDRESS": ""}
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=own_ray.env)
     killed = None
-    deadline = time.time() + 240
+    deadline = time.time() + 400
     while time.time() < deadline and proc.poll() is None and killed is None:
-        lines = [len(layout.read_results(p)) for p in (zoo_dir / "vision" / "pretraining").glob("*")]
-        pids = _trial_pids()
-        if lines and max(lines) >= 2 and pids:
-            killed = pids[0]
-            os.kill(killed, signal.SIGKILL)
+        if len(layout.read_results(zoo_dir / target.relpath())) >= 2:  # trained an epoch, 4 more to go
+            killed = _trial_pid(proc.pid, target.name)
+            if killed is not None:
+                os.kill(killed, signal.SIGKILL)
         time.sleep(0.1)
-    assert killed is not None, "no trial was running"
-    assert proc.wait(timeout=300) == 1  # the driver finished the stage and reports an incomplete zoo
-    states = sorted(row["state"] for row in _status(zoo_dir))
-    assert states == ["complete", "incomplete"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert killed is not None, "the target member's trial was not found running"
+    assert proc.wait(timeout=400) == 1  # the driver finished the stage and reports an incomplete zoo
+    states = {row["member"]: row["state"] for row in _status(zoo_dir)}
+    assert states == {target.relpath(): "incomplete", other.relpath(): "complete"}
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=own_ray.env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert [row["state"] for row in _status(zoo_dir)] == ["complete", "complete"]
+
+
+def test_generate_refuses_a_second_writer_and_says_so_when_its_ray_dies(tmp_path, own_ray):
+    """While a run trains, a second `zoo generate` of the same zoo is refused in one line. When the run's Ray dies,
+    Ray's core worker would end the driver with exit 1 and no Python error: one line instead, and exit 3."""
+    spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__fixed={  # far more epochs than it will live
+        "num_train_epochs": 500, "max_train_samples": 256, "max_eval_samples": 32, "per_device_train_batch_size": 64})
+    data = yaml.safe_load(spec.read_text())
+    del data["vision"]["finetuning"]
+    spec.write_text(yaml.safe_dump(data))
+    zoo_dir = tmp_path / "zoo"
+    command = [sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir)]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=own_ray.env)
+    deadline = time.time() + 400
+    raylet = None
+    while time.time() < deadline and proc.poll() is None and raylet is None:
+        if any(len(layout.read_results(p)) >= 1 for p in (zoo_dir / "vision" / "pretraining").glob("*")):
+            raylet = next((pid for pid in own_ray.pids() if Path(f"/proc/{pid}/comm").read_text().strip() == "raylet"),
+                          None)
+        time.sleep(0.2)
+    assert raylet is not None, "no raylet of the run's own Ray was found"
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=own_ray.env)
+    assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr[-2000:]
+    assert f"is being written by zoo generate (pid {proc.pid} on" in second.stderr
+    assert proc.poll() is None
+    os.kill(raylet, signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert "the Ray cluster under this run stopped (its raylet process" in last
+    assert "run the same command again to resume" in last

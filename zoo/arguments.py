@@ -107,7 +107,9 @@ class ZooArguments:
     momentum: float = field(default=0.9, metadata={"help": "sgd momentum"})
     fused_optimizer: bool = field(default=True, metadata={"help": "fused AdamW where the device supports it"})
     eval_metrics: list[str] = field(
-        default_factory=list, metadata={"help": "extra `evaluate` metrics by Hub name or local path (online)"}
+        default_factory=list,
+        metadata={"help": "extra test metrics, the project's `evaluate` modules: accuracy, f1, precision, recall, "
+                  "matthews_correlation (f1/precision/recall macro-averaged)"},
     )
 
 
@@ -150,11 +152,23 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def did_you_mean(key: str, known) -> str:
+    """' (did you mean 'num_train_epochs'?)' for a near miss of a known key, else ''."""
+    import difflib
+
+    key = key.lstrip("-")
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    if not close:  # `num_epochs` -> `num_train_epochs`: every word of the key in one known key
+        words = [w for w in key.lower().split("_") if w]
+        close = sorted((k for k in known if words and all(w in k.split("_") for w in words)), key=len)[:1]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def check_keys(config: dict[str, Any], where: str) -> None:
     known = field_names()
     for key in config:
         if key not in known:
-            raise ConfigError(f"{where}: unknown config key {key!r}")
+            raise ConfigError(f"{where}: unknown config key {key!r}{did_you_mean(str(key), known)}")
 
 
 def to_tokens(config: dict[str, Any]) -> list[str]:
@@ -199,8 +213,17 @@ def parse_config(
         )
     except ValueError as err:
         raise ConfigError(str(err).splitlines()[0]) from None
+    from zoo.metrics import UnknownMetricError, check_names
+
+    try:
+        check_names(zoo_args.eval_metrics)
+    except UnknownMetricError as err:
+        raise ConfigError(str(err)) from None
     if rest:
-        raise ConfigError(f"unknown argument {rest[0]!r}")
+        hint = did_you_mean(rest[0], field_names()) if rest[0].startswith("--") else ""
+        if hint:
+            hint = hint.replace("'", "'--", 1)
+        raise ConfigError(f"unknown argument {rest[0]!r}{hint}")
     return model_args, data_args, zoo_args, training_args
 
 

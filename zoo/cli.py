@@ -29,7 +29,7 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="table of a zoo's members: stage, epochs, last metric, state")
     p.add_argument("zoo_dir")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
-    p.set_defaults(module="zoo.population", func="cli_status")
+    p.set_defaults(module="zoo.status", func="cli_status")
 
 
 def _add_publish(sub: argparse._SubParsersAction) -> None:

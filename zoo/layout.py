@@ -22,11 +22,13 @@ A zoo::
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
 import re
 import shutil
+import socket
 import struct
 import tempfile
 from collections.abc import Callable, Iterator
@@ -131,7 +133,40 @@ def trainer_state_dir(root: str | Path, member_dir: str | Path) -> Path:
     return root / TRAINER_STATE_DIR / rel
 
 
+def remove_trainer_state(state_dir: str | Path) -> None:
+    """Delete a member's Trainer state and the folders it leaves empty, up to and including `.trainer_state`."""
+    state_dir = Path(state_dir)
+    shutil.rmtree(state_dir, ignore_errors=True)
+    top = next((p for p in state_dir.parents if p.name == TRAINER_STATE_DIR), None)
+    if top is None:
+        return
+    for folder in [p for p in state_dir.parents if p == top or top in p.parents]:
+        try:
+            folder.rmdir()  # only when empty: another member's state stays
+        except OSError:
+            break
+
+
 # ---------------------------------------------------------------- atomic writes
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (Linux), else by setting and restoring it."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _respect_umask(path: str | Path, is_dir: bool) -> None:
+    """mkstemp/mkdtemp create 0600/0700: give the file or folder the mode a plain open/mkdir would."""
+    os.chmod(path, (0o777 if is_dir else 0o666) & ~current_umask())
 
 
 def _fsync_dir(path: Path) -> None:
@@ -152,6 +187,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        _respect_umask(tmp, is_dir=False)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -202,7 +238,12 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp_{final.name}.", dir=final.parent))
     try:
+        _respect_umask(tmp, is_dir=True)
         yield tmp
+        mask = current_umask()
+        for item in tmp.rglob("*"):  # safetensors, for one, writes its files 0600
+            if not item.is_symlink():
+                os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
         for item in tmp.iterdir():
             if item.is_file():
                 with open(item, "rb") as handle:
@@ -270,19 +311,29 @@ def write_checkpoint(member_dir: str | Path, epoch: int, save: Callable[[Path], 
     return final
 
 
-def read_results(member_dir: str | Path) -> list[dict[str, Any]]:
+def read_results(member_dir: str | Path, lenient: bool = False) -> list[dict[str, Any]]:
+    """The member's result lines; `lenient` skips unreadable lines instead of raising (see `result_problem`)."""
+    return _read_results(member_dir, lenient)[0]
+
+
+def _read_results(member_dir: str | Path, lenient: bool) -> tuple[list[dict[str, Any]], str | None]:
     path = Path(member_dir) / RESULTS
     if not path.is_file():
-        return []
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+        return [], None
+    rows, problem = [], None
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
+            if not isinstance(row, dict) or "epoch" not in row:
+                raise json.JSONDecodeError("no epoch", line, 0)
+            rows.append(row)
         except json.JSONDecodeError as err:
-            raise LayoutError(f"{path}:{number}: not valid JSON ({err})") from None
-    return rows
+            if not lenient:
+                raise LayoutError(f"{path}:{number}: not valid JSON ({err})") from None
+            problem = problem or f"{RESULTS} line {number} is not valid JSON (truncated?)"
+    return rows, problem
 
 
 def append_result(member_dir: str | Path, record: dict[str, Any]) -> None:
@@ -367,6 +418,7 @@ class MemberInfo:
     checkpoints: list[int] = field(default_factory=list)
     error: str | None = None
     relpath: str = ""
+    unreadable: str | None = None  # lenient loading: what could not be read (the member is then not complete)
 
     @property
     def name(self) -> str:
@@ -432,7 +484,7 @@ class MemberInfo:
 
     def missing(self) -> list[str]:
         """What a complete member has and this one lacks (empty when complete)."""
-        problems = []
+        problems = [f"{self.path / self.unreadable}"] if self.unreadable else []
         epochs_with_results = {int(row["epoch"]) for row in self.results}
         for epoch in self.planned_checkpoints:
             reason = verify_checkpoint(self.path / checkpoint_name(epoch))
@@ -451,14 +503,18 @@ class MemberInfo:
         return not self.missing()
 
 
-def load_member(member_dir: str | Path, root: str | Path | None = None) -> MemberInfo:
+def load_member(member_dir: str | Path, root: str | Path | None = None, lenient: bool = False) -> MemberInfo:
+    """A member as found on disk; `lenient` keeps the readable result lines of a damaged result.json (the
+    member then records what was unreadable and is not complete) instead of raising."""
     member_dir = Path(member_dir)
+    results, unreadable = _read_results(member_dir, lenient)
     info = MemberInfo(
         path=member_dir,
         config=read_member_config(member_dir),
-        results=read_results(member_dir),
+        results=results,
         checkpoints=list_checkpoints(member_dir),
         error=read_failure(member_dir),
+        unreadable=unreadable,
     )
     if root is not None:
         info.relpath = member_dir.resolve().relative_to(Path(root).resolve()).as_posix()
@@ -467,14 +523,14 @@ def load_member(member_dir: str | Path, root: str | Path | None = None) -> Membe
     return info
 
 
-def scan_members(root: str | Path) -> list[MemberInfo]:
+def scan_members(root: str | Path, lenient: bool = False) -> list[MemberInfo]:
     """Every member under `root` (a zoo, or any folder of members), sorted by path; hidden folders skipped."""
     root = Path(root)
     found: list[MemberInfo] = []
 
     def walk(folder: Path) -> None:
         if is_member_dir(folder):
-            found.append(load_member(folder, root))
+            found.append(load_member(folder, root, lenient))
         for child in sorted(folder.iterdir()) if folder.is_dir() else []:
             if child.is_dir() and not child.name.startswith(".") and checkpoint_epoch(child.name) is None:
                 walk(child)
@@ -521,3 +577,71 @@ def read_zoo_file(zoo: str | Path) -> dict[str, Any] | None:
     if data.get("format") != ZOO_FORMAT:
         raise LayoutError(f"{path}: not a zoo file (no format {ZOO_FORMAT!r})")
     return data
+
+
+# ---------------------------------------------------------------- one writer per zoo
+
+LOCK_FILE = ".zoo.lock"
+
+
+class ZooLockedError(ValueError):
+    """Another process writes this zoo."""
+
+
+class ZooLock:
+    """An exclusive lock on a zoo folder for one writer (`zoo generate`).
+
+    An flock on `<zoo>/.zoo.lock`: the kernel drops it when the holder exits or is killed, so a crashed run
+    leaves no stale lock. The file records the holder's pid and host for the refusal message. The zoo folder
+    is created when missing, and removed again on release if it is still empty.
+    """
+
+    def __init__(self, zoo: str | Path, command: str = "zoo generate"):
+        self.zoo, self.command = Path(zoo), command
+        self.path = self.zoo / LOCK_FILE
+        self._fd: int | None = None
+        self._created = False
+
+    def acquire(self) -> ZooLock:
+        if self.zoo.exists() and not self.zoo.is_dir():
+            raise LayoutError(f"{self.zoo}: is a file, not a zoo folder")
+        self._created = not self.zoo.exists()
+        self.zoo.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self.path.read_text(errors="replace").strip() or "another process"
+                os.close(fd)
+                raise ZooLockedError(f"{self.zoo} is being written by {holder}; wait for it to finish "
+                                     "(or stop it) and run again") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not a file that its last holder unlinked after we opened it
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{self.command} (pid {os.getpid()} on {socket.gethostname()})\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)  # closing drops the flock
+        self._fd = None
+        if self._created:
+            try:
+                self.zoo.rmdir()  # nothing was written: leave no empty folder behind
+            except OSError:
+                pass
+
+    def __enter__(self) -> ZooLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

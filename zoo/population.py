@@ -8,6 +8,7 @@ skipped, incomplete ones resume from their Trainer state, failed ones are record
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import itertools
 import json
@@ -16,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -283,6 +285,16 @@ def _scratch_dir(zoo_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / "transformer-zoo-ray" / digest
 
 
+def _remove_scratch(storage: Path, name: str) -> None:
+    """Drop a stage's Ray storage, and the scratch folders it leaves empty."""
+    shutil.rmtree(storage / name, ignore_errors=True)
+    for folder in (storage, storage.parent):
+        try:
+            folder.rmdir()  # only when empty: another zoo's stage may be running
+        except OSError:
+            break
+
+
 def _make_trainer_class():
     from zoo.runs import train_prepared
     from zoo.training import ZooTrainer
@@ -386,7 +398,7 @@ def _run_stage(run, members: list[PlannedMember], zoo_dir: Path, resources: dict
         if not _all_trials_failed(err):
             raise
     finally:
-        shutil.rmtree(storage / name, ignore_errors=True)
+        _remove_scratch(storage, name)
 
 
 def _run_optuna(run, plan: StagePlan, parent: str | None, zoo_dir: Path, n_trials: int, name: str) -> None:
@@ -406,17 +418,27 @@ def _run_optuna(run, plan: StagePlan, parent: str | None, zoo_dir: Path, n_trial
 
 
 class Progress:
-    """A progress bar over planned epochs, refreshed from the zoo folder (works for trials on any node)."""
+    """Progress over planned epochs, refreshed from the zoo folder (works for trials on any node).
 
-    def __init__(self, zoo_dir: Path, members: list[PlannedMember]):
-        from tqdm.auto import tqdm
+    On a terminal: one bar. Otherwise (a log file, CI): a line per finished or failed member and a summary line
+    every `log_every` seconds, instead of a new line at every refresh.
+    """
 
+    def __init__(self, zoo_dir: Path, members: list[PlannedMember], stream=None, log_every: float = 30.0):
         self.zoo_dir, self.members = zoo_dir, members
-        self.bar = tqdm(total=sum(m.epochs + 1 for m in members), desc="zoo", unit="epoch", dynamic_ncols=True)
+        self.stream = stream or sys.stderr
+        self.total = sum(m.epochs + 1 for m in members)
+        self.log_every, self._last_log = log_every, time.monotonic()
+        self._reported: set[str] = set()
+        self.bar = None
+        if self.stream.isatty():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, desc="zoo", unit="epoch", dynamic_ncols=True, file=self.stream)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def _refresh(self) -> None:
+    def _refresh(self, final: bool = False) -> None:
         done = running = failed = epochs = 0
         current = ""
         for plan in self.members:
@@ -428,15 +450,27 @@ class Progress:
             # a cheap look (no weight headers read every refresh); `zoo status` does the full check
             if info.epochs_done > plan.epochs and set(info.planned_checkpoints) <= set(info.checkpoints):
                 done += 1
+                self._report(plan, "done")
             elif info.error:
                 failed += 1
+                self._report(plan, f"failed ({info.error[:100]})")
             elif info.results:
                 running += 1
                 current = f"{info.name} epoch {info.epochs_done - 1}/{plan.epochs}"
-        self.bar.n = epochs
         left = len(self.members) - done - running - failed
-        self.bar.set_postfix_str(f"done {done} running {running} failed {failed} left {left} {current}"[:120])
-        self.bar.refresh()
+        summary = f"done {done} running {running} failed {failed} left {left}"
+        if self.bar is not None:
+            self.bar.n = epochs
+            self.bar.set_postfix_str(f"{summary} {current}"[:120], refresh=False)
+            self.bar.refresh()
+        elif final or time.monotonic() - self._last_log >= self.log_every:
+            self._last_log = time.monotonic()
+            print(f"zoo: {epochs}/{self.total} epochs, {summary}", file=self.stream, flush=True)
+
+    def _report(self, plan: PlannedMember, what: str) -> None:
+        if self.bar is None and plan.relpath() not in self._reported:
+            self._reported.add(plan.relpath())
+            print(f"zoo: {what}: {plan.relpath()}", file=self.stream, flush=True)
 
     def _loop(self) -> None:
         while not self._stop.wait(2.0):
@@ -453,9 +487,10 @@ class Progress:
         self._stop.set()
         self._thread.join(timeout=5)
         try:
-            self._refresh()
+            self._refresh(final=True)
         finally:
-            self.bar.close()
+            if self.bar is not None:
+                self.bar.close()
 
 
 def _init_ray(address: str | None) -> None:
@@ -465,10 +500,75 @@ def _init_ray(address: str | None) -> None:
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables off (verbose=0): the zoo shows its own progress
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    else:  # a Ray of our own (not one found running on this machine), stopped when we exit
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+    atexit.register(_RAY_STOPPING.set)  # runs before Ray's own exit handler (registered earlier) stops it
+    threading.Thread(target=_watch_ray, daemon=True, name="zoo-ray-watch").start()
+
+
+_RAY_STOPPING = threading.Event()
+
+
+RAY_DIED = ("zoo generate: error: the Ray cluster under this run stopped ({}); finished members and epochs are "
+            "kept: run the same command again to resume")
+
+
+def _ray_alive() -> str | None:
+    """None while the run's Ray cluster answers, else what is wrong."""
+    import ray
+
+    node = ray._private.worker._global_node
+    for kind in ("gcs_server", "raylet"):  # a Ray this process started: its own processes
+        for info in (node.all_processes.get(kind, []) if node is not None else []):
+            if info.process.poll() is not None:
+                return f"its {kind} process {info.process.pid} exited"
+    try:
+        ray._private.worker.global_worker.gcs_client.internal_kv_get(b"zoo-ping", None, timeout=5)
+    except Exception as err:  # noqa: BLE001 - a dead GCS fails in many ways
+        return f"its GCS does not answer: {type(err).__name__}"
+    return None
+
+
+def _watch_ray(period: float = 3.0, tries: int = 3) -> None:
+    """Ray's core worker ends this process without a Python error (exit 1, a C++ log line) about a minute after
+    its cluster goes away: notice first, say so in one line, and exit 3."""
+    import ray
+
+    failures = 0
+    while ray.is_initialized():
+        time.sleep(period)
+        try:
+            problem = _ray_alive() if ray.is_initialized() else None
+        except Exception:  # noqa: BLE001 - shutting down
+            return
+        failures = failures + 1 if problem else 0
+        if _RAY_STOPPING.is_set():
+            return
+        if failures >= tries or (problem and "exited" in problem):
+            print(RAY_DIED.format(problem), file=sys.stderr, flush=True)
+            node = ray._private.worker._global_node
+            if node is not None and node.all_processes:  # our own Ray: stop what is left of it
+                try:
+                    node.kill_all_processes(check_alive=False, allow_graceful=False)
+                except Exception:  # noqa: BLE001 - best effort on the way out
+                    pass
+            os._exit(3)
+
+
+def _ray_died(err: BaseException) -> bool:
+    """Whether an error raised by the search means that the Ray cluster under the run went away."""
+    if "ray" not in sys.modules or not sys.modules["ray"].is_initialized():
+        return False  # the error came before any Ray was started
+    names = {type(e).__name__ for e in (err, err.__cause__, err.__context__) if e is not None}
+    if names & {"RaySystemError", "RpcError", "NodeDiedError", "RayletDiedError", "LocalRayletDiedError"}:
+        return True
+    try:
+        return _ray_alive() is not None
+    except Exception:  # noqa: BLE001 - a half-stopped Ray
+        return True
 
 
 def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None = None,
@@ -493,11 +593,12 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
     layout.write_zoo_file(zoo_dir, spec, spec_hash(spec), spec_path=str(Path(spec_path).resolve()), planned=planned)
     resources = dict(spec.get("resources") or {})
     resources = {"cpu": cpus_per_trial or resources.get("cpu", 1), "gpu": gpus_per_trial or resources.get("gpu", 0)}
-    _init_ray(ray_address)
     for plan in stages:
         if plan.modality not in modalities or plan.stage not in stages_wanted:
             continue
         for parent, members in _stage_work(zoo_dir, plan).items():
+            if not members and not plan.optuna_trials:
+                continue  # nothing left to train: no data to prepare, no Ray to start (a rerun is quick)
             base = dict(plan.base)
             if parent is not None:
                 parent_info = layout.load_member(zoo_dir / layout.zoo_member_dir("", plan.modality, "pretraining",
@@ -511,6 +612,7 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
             run = MemberRun(plan.kind, args, base)
             name = (f"{plan.modality}-{plan.stage}" + (f"-{parent}" if parent else ""))[:100]
             if members:  # planned grid members, or sampled members left incomplete by an earlier run
+                _init_ray(ray_address)
                 with Progress(zoo_dir, members):
                     _run_stage(run, members, zoo_dir, resources, name)
             if plan.optuna_trials:
@@ -560,47 +662,6 @@ def _complete(zoo_dir: Path, member: PlannedMember) -> bool:
     return layout.is_member_dir(path) and layout.load_member(path).is_complete()
 
 
-# ---------------------------------------------------------------- status
-
-
-def status_rows(zoo_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per planned member (as recorded in zoo.json when generating) and per other member found on disk."""
-    zoo_dir = Path(zoo_dir)
-    zoo_file = layout.read_zoo_file(zoo_dir) or {}
-    found = {m.relpath: m for m in layout.scan_members(zoo_dir)} if zoo_dir.is_dir() else {}
-    rows = [_row(p["member"], p["stage"], found.pop(p["member"], None), p["epochs"])
-            for p in zoo_file.get("planned", [])]
-    rows += [_row(relpath, member.stage, member, member.planned_epochs) for relpath, member in found.items()]
-    return rows
-
-
-def _row(relpath: str, stage: str, member: layout.MemberInfo | None, epochs: int) -> dict[str, Any]:
-    row = {"member": relpath, "stage": stage, "epochs_done": 0, "epochs": epochs, "metric": None, "value": None,
-           "state": "pending", "error": None}
-    if member is not None:
-        last = member.last_result or {}
-        row.update(epochs_done=max(member.epochs_done - 1, 0), metric=member.config.get("metric"),
-                   value=last.get(member.config.get("metric", "")), state=member.state, error=member.error)
-    return row
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    header = ["member", "stage", "epochs", "last test metric", "state"]
-    lines = [header]
-    for row in rows:
-        value = row["value"]
-        metric = "-" if value is None else f"{row['metric'].removeprefix('test_')} {value:.4g}"
-        state = row["state"] + (f" ({row['error'][:60]})" if row["error"] and row["state"] == "failed" else "")
-        lines.append([row["member"], row["stage"], f"{row['epochs_done']}/{row['epochs']}", metric, state])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["state"]] = counts.get(row["state"], 0) + 1
-    out.append(f"{len(rows)} members: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
-    return "\n".join(out)
-
-
 # ---------------------------------------------------------------- CLI
 
 
@@ -631,22 +692,20 @@ def cli_generate(args) -> int:
                 print(f"plus {sampled} members{per_parent} sampled by Optuna in {plan.modality}/{plan.stage} "
                       f"from ranges of {', '.join(plan.ranges)}")
         return 0
+    from zoo.status import format_table, status_rows
+
     zoo_dir = Path(args.zoo_dir)
-    generate(args.spec, zoo_dir, args.ray_address, args.cpus_per_trial, args.gpus_per_trial, modalities,
-             stages_wanted, args.optuna)
+    with layout.ZooLock(zoo_dir, "zoo generate"):  # one writer per zoo; the kernel drops it if we are killed
+        try:
+            generate(args.spec, zoo_dir, args.ray_address, args.cpus_per_trial, args.gpus_per_trial, modalities,
+                     stages_wanted, args.optuna)
+        except Exception as err:  # noqa: BLE001 - Ray's own errors have many types
+            if not _ray_died(err):
+                raise
+            print(RAY_DIED.format(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"),
+                  file=sys.stderr)
+            return 3
     rows = status_rows(zoo_dir)
     print(format_table(rows))
     return 0 if all(row["state"] == "complete" for row in rows) else 1
 
-
-def cli_status(args) -> int:
-    zoo_dir = Path(args.zoo_dir)
-    if not zoo_dir.is_dir():
-        raise ValueError(f"{zoo_dir}: no such zoo folder")
-    rows = status_rows(zoo_dir)
-    if args.json:
-        for row in rows:
-            print(json.dumps(row))
-    else:
-        print(format_table(rows))
-    return 0

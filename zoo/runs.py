@@ -248,7 +248,7 @@ def train_prepared(trainer, member_dir: Path):
         layout.record_failure(member_dir, f"{type(err).__name__}: {message}")
         raise
     if trainer.is_world_process_zero() and layout.load_member(member_dir).is_complete():
-        shutil.rmtree(state_dir, ignore_errors=True)
+        layout.remove_trainer_state(state_dir)
     return output
 
 
@@ -274,11 +274,12 @@ def last_trainer_checkpoint(folder: str | Path) -> str | None:
 
 
 def _load_extra_metrics(names: list[str]) -> list:
+    """The project's own `evaluate` modules (zoo/metrics), loaded by path: never a script from the Hub."""
     if not names:
         return []
-    import evaluate  # optional, online: `pip install evaluate`
+    from zoo import metrics
 
-    return [evaluate.load(name) for name in names]
+    return [metrics.load(name) for name in names]
 
 
 def recipe_main(kind: str, argv: list[str] | None = None) -> int:

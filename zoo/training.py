@@ -203,6 +203,12 @@ class ZooTrainer(Trainer):
         if member_writer is not None:
             member_writer.trainer = self
 
+    def _get_dataloader(self, *args, **kwargs):
+        # pinned host memory helps CUDA copies only; without CUDA torch warns at every epoch. Set here, after the
+        # member's config.json recorded the arguments, so a zoo resumes on either device.
+        self.args.dataloader_pin_memory = self.args.dataloader_pin_memory and torch.cuda.is_available()
+        return super()._get_dataloader(*args, **kwargs)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, correct, count = self.zoo_objective.training_loss(model, inputs)
         # running sums stay on the device (no host sync per step); a plain-int count costs no transfer at all

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
 from datasets import Array3D, ClassLabel, Dataset, DatasetDict, Features, load_dataset, load_from_disk
 
 from zoo.data import embedded
+
+if not sys.stderr.isatty():  # in a log, a progress bar is a new line at every refresh
+    datasets.disable_progress_bars()
 
 DUMP_INFO = "zoo_data.json"
 _IMAGE_COLUMNS = ("image", "img", "pixel_values")
@@ -26,8 +31,22 @@ _TEXT_COLUMNS = ("text", "sentence", "content", "review")
 _LABEL_COLUMNS = ("label", "labels", "fine_label", "coarse_label", "category")
 
 
+_COLUMN_KINDS = ("image", "text", "label")
+# The columns of embedded sets and dumps, by the names a user may give them
+_BUILT_COLUMNS = {"image": ("image", "pixel_values"), "text": ("text",), "label": ("label", "labels")}
+
+
 class DataError(ValueError):
     """A data source, split or column that does not exist."""
+
+
+def _check_columns(data_args, source: str, kinds: tuple[str, ...], allowed: dict[str, tuple[str, ...]]) -> None:
+    """Columns named by the arguments must exist in data sets whose columns are fixed (embedded sets, dumps)."""
+    for kind in kinds:
+        wanted = getattr(data_args, f"{kind}_column", None)
+        if wanted and wanted not in allowed.get(kind, ()):
+            columns = sorted({name for names in allowed.values() for name in names})
+            raise DataError(f"{kind}_column {wanted!r} not in the data set {source} (columns: {', '.join(columns)})")
 
 
 @dataclass
@@ -58,7 +77,11 @@ def _load_source(data_args, default: str) -> tuple[str, DatasetDict | None]:
         elif path.is_dir() and (path / "dataset_info.json").is_file() and (path / "state.json").is_file():
             loaded = DatasetDict({data_args.train_split: load_from_disk(str(path))})
         else:
+            if not path.exists():
+                _check_hub_reachable(source)
             loaded = load_dataset(source, data_args.dataset_config)
+    except DataError:
+        raise
     except FileNotFoundError as err:
         raise DataError(f"dataset {source!r}: not found ({str(err).splitlines()[0]})") from None
     except Exception as err:  # noqa: BLE001 - the Hub raises many kinds; report one line
@@ -67,6 +90,26 @@ def _load_source(data_args, default: str) -> tuple[str, DatasetDict | None]:
     if not isinstance(loaded, DatasetDict):
         loaded = DatasetDict({data_args.train_split: loaded})
     return source, loaded
+
+
+def _check_hub_reachable(source: str, timeout: float = 5.0) -> None:
+    """Fail at the first connection error instead of minutes of retries when the Hub cannot be reached.
+    With HF_HUB_OFFLINE set, `load_dataset` reads its cache and fails fast by itself."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    endpoint = urlparse(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError as err:
+        raise DataError(f"dataset {source!r}: not a local folder, and the Hub at {constants.ENDPOINT} cannot be "
+                        f"reached ({err.strerror or err}); for a data set in the local cache set HF_HUB_OFFLINE=1"
+                        ) from None
 
 
 def make_splits(data: DatasetDict, data_args) -> DatasetDict:
@@ -128,6 +171,9 @@ def split_info(source: str, splits: DatasetDict, data_args, **extra: Any) -> dic
         "validation_fraction": data_args.validation_fraction,
         "splits": {name: len(split) for name, split in splits.items()},
     }
+    columns = {kind: getattr(data_args, f"{kind}_column", None) for kind in _COLUMN_KINDS}
+    if any(columns.values()):
+        info["columns"] = {kind: name for kind, name in columns.items() if name}
     digest = hashlib.sha256()
     for name in ("validation", "test"):
         if "labels" in splits[name].column_names:
@@ -147,11 +193,16 @@ def _set_pixel_format(splits: DatasetDict) -> None:
         splits.set_format("numpy")
 
 
-def load_dump(path: str | Path) -> TaskData:
+def load_dump(path: str | Path, data_args=None) -> TaskData:
     path = Path(path)
     if not (path / DUMP_INFO).is_file():
         raise DataError(f"dataset_dump {path}: not a dump written by recipes/prepare_data.py (no {DUMP_INFO})")
     meta = json.loads((path / DUMP_INFO).read_text())
+    if data_args is not None:  # the columns were chosen when dumping: the same names, or the dump's own
+        recorded = meta.get("info", {}).get("columns", {})
+        allowed = {kind: (*_BUILT_COLUMNS[kind], *([recorded[kind]] if kind in recorded else []))
+                   for kind in _COLUMN_KINDS}
+        _check_columns(data_args, f"dump {path}", _COLUMN_KINDS, allowed)
     splits = load_from_disk(str(path))
     _set_pixel_format(splits)
     return TaskData(splits, meta.get("label_names", []), meta.get("info", {}))
@@ -209,9 +260,10 @@ class PilToPixels:
 def load_images(data_args, image_size: int, channels: int = 3, default: str = "embedded:mnist5k") -> TaskData:
     """Image classification data at `image_size`, as uint8 (C, H, W) `pixel_values` and `labels`."""
     if data_args.dataset_dump:
-        return load_dump(data_args.dataset_dump)
+        return load_dump(data_args.dataset_dump, data_args)
     source, loaded = _load_source(data_args, default)
     if loaded is None:
+        _check_columns(data_args, source, ("image", "label"), {k: _BUILT_COLUMNS[k] for k in ("image", "label")})
         images, labels, names = getattr(embedded, source.split(":", 1)[1])()
         if images.ndim != 3:
             raise DataError(f"dataset {source!r} holds no images")
@@ -243,6 +295,7 @@ def load_texts(data_args, default: str) -> tuple[str, DatasetDict, list[str]]:
     """Text splits with `text` and `labels` columns, before tokenisation."""
     source, loaded = _load_source(data_args, default)
     if loaded is None:
+        _check_columns(data_args, source, ("text", "label"), {k: _BUILT_COLUMNS[k] for k in ("text", "label")})
         texts, labels, names = getattr(embedded, source.split(":", 1)[1])()
         if not isinstance(texts, list):
             raise DataError(f"dataset {source!r} holds no text")
@@ -272,7 +325,7 @@ def load_texts(data_args, default: str) -> tuple[str, DatasetDict, list[str]]:
 def load_lm_blocks(data_args, tokenizer, default: str = "embedded:bbcnews") -> TaskData:
     """Causal LM data: every split tokenised, joined with EOS and cut into `block_size` blocks."""
     if data_args.dataset_dump:
-        return load_dump(data_args.dataset_dump)
+        return load_dump(data_args.dataset_dump, data_args)
     source, splits, _ = load_texts(data_args, default)
     block = data_args.block_size
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
@@ -299,7 +352,7 @@ def load_lm_blocks(data_args, tokenizer, default: str = "embedded:bbcnews") -> T
 
 def load_text_classification(data_args, tokenizer, default: str = "embedded:rotten_tomatoes") -> TaskData:
     if data_args.dataset_dump:
-        return load_dump(data_args.dataset_dump)
+        return load_dump(data_args.dataset_dump, data_args)
     source, splits, names = load_texts(data_args, default)
     if "labels" not in splits["train"].column_names:
         raise DataError(f"dataset {source!r} has no label column; set --label_column")
