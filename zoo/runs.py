@@ -46,8 +46,12 @@ from zoo.training import (
     ImageClassification,
     MemberWriter,
     SequenceClassification,
+    TrainingDiverged,
     ZooTrainer,
     accuracy_metrics,
+    is_main_process,
+    join_cpu_processes,
+    run_provenance,
 )
 
 logger = logging.getLogger("zoo")
@@ -295,11 +299,11 @@ class MemberRun:
     def prepare_member(self, args: Arguments, member_dir: Path, provenance: dict | None = None) -> MemberWriter:
         """Write (or check) the member's config.json and return its writer; raises if it holds another config."""
         config = self.check_member_config(args, member_dir)
-        if provenance:
-            config["provenance"] = provenance
-        layout.clean_temporaries(member_dir)
-        layout.write_member_config(member_dir, config)
-        layout.clear_failure(member_dir)
+        config["provenance"] = {**run_provenance(args.training), **(provenance or {})}
+        if is_main_process():  # with several processes per member, only the main one writes it
+            layout.clean_temporaries(member_dir)
+            layout.write_member_config(member_dir, config)
+            layout.clear_failure(member_dir)
         extras = [self.processing_class] if self.processing_class is not None else []
         return MemberWriter(member_dir, config["checkpoints"], extras, perplexity=self.kind == "lm-pretrain")
 
@@ -337,14 +341,18 @@ class MemberRun:
 
 def train_prepared(trainer, member_dir: Path):
     """Train a trainer set up for one member: resume from its last complete Trainer state, record a failure in
-    the member, and drop the Trainer state once the member is complete."""
+    the member, and drop the Trainer state once the member is complete. With several processes the main one
+    chooses the state to resume (all resume together) and records a failure seen by all (a NaN) once."""
     state_dir = trainer.args.output_dir
     try:
-        output = trainer.train(resume_from_checkpoint=last_trainer_checkpoint(state_dir))
+        output = trainer.train(resume_from_checkpoint=trainer.main_process_decides(
+            lambda: last_trainer_checkpoint(state_dir)))
     except Exception as err:
-        message = str(err).splitlines()[0][:500] if str(err) else ""
-        layout.record_failure(member_dir, f"{type(err).__name__}: {message}")
+        if trainer.is_world_process_zero() or not isinstance(err, TrainingDiverged):
+            message = str(err).splitlines()[0][:500] if str(err) else ""
+            layout.record_failure(member_dir, f"{type(err).__name__}: {message}")
         raise
+    trainer.accelerator.wait_for_everyone()  # the main process has written the last epoch
     if trainer.is_world_process_zero() and layout.load_member(member_dir).is_complete():
         shutil.rmtree(state_dir, ignore_errors=True)
     return output
@@ -385,6 +393,7 @@ def _load_extra_metrics(names: list[str]) -> list:
 def recipe_main(kind: str, argv: list[str] | None = None) -> int:
     """The body of every recipe script: parse, train one member into <output_dir>/<member>, print where it is."""
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    join_cpu_processes()  # before the arguments: they set up the device and the process group
     try:
         (model_args, data_args, zoo_args, training_args), raw = parse_recipe_args(KIND_DEFAULTS[kind], argv)
         if not training_args.output_dir or training_args.output_dir == "trainer_output":
@@ -409,8 +418,9 @@ def recipe_main(kind: str, argv: list[str] | None = None) -> int:
         return 130
     last = member.last_result or {}
     metric = member.config["metric"]
-    print(f"member {member.path} ({member.state}): epochs {member.epochs_done - 1}/{member.planned_epochs}, "
-          f"{metric} {last.get(metric)}, checkpoints {[layout.checkpoint_name(e) for e in member.checkpoints]}")
+    if is_main_process():
+        print(f"member {member.path} ({member.state}): epochs {member.epochs_done - 1}/{member.planned_epochs}, "
+              f"{metric} {last.get(metric)}, checkpoints {[layout.checkpoint_name(e) for e in member.checkpoints]}")
     return 0
 
 

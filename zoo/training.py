@@ -253,11 +253,27 @@ class ZooTrainer(Trainer):
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
+        real = self._real_rows(inputs)
+        if real is not None:  # a padded last batch: loss and metrics of its real rows only
+            rows = next(v for v in inputs.values() if torch.is_tensor(v)).shape[0]
+            inputs = {k: v[:real] if torch.is_tensor(v) else v for k, v in inputs.items()}
         with torch.no_grad(), self.compute_loss_context_manager():
             loss, predictions, labels = self.zoo_objective.eval_step(model, inputs)
+        if real is not None:  # every process gathers as many rows; the gather then cuts the padding
+            predictions, labels = _pad_rows(predictions, rows, 0), _pad_rows(labels, rows, -100)
         if prediction_loss_only:
             return loss.detach(), None, None
         return loss.detach(), predictions, labels
+
+    def _real_rows(self, inputs: dict) -> int | None:
+        """Rows of this process's batch that are real data, when the batch is the evaluation's last and Accelerate
+        padded it (with N processes every one gets a full batch; the real rows come first, in process order)."""
+        state = self.accelerator.gradient_state
+        if self.accelerator.num_processes == 1 or not state.end_of_dataloader or state.remainder <= 0:
+            return None
+        rows = next((v.shape[0] for v in inputs.values() if torch.is_tensor(v)), 0)
+        real = min(max(state.remainder - self.accelerator.process_index * rows, 0), rows)
+        return real if 0 < real < rows else None
 
     # Resumable state. transformers 5 renames weights between a model's modules and its saved files, and
     # `Trainer._load_from_checkpoint` loads the saved names with `strict=False`: on resume every renamed weight
@@ -410,6 +426,11 @@ class MemberWriter(TrainerCallback):
 
             layout.write_checkpoint(self.member_dir, epoch, save)
         layout.append_result(self.member_dir, record)
+
+
+def _pad_rows(tensor: torch.Tensor, rows: int, value: int) -> torch.Tensor:
+    padding = tensor.new_full((rows - tensor.shape[0], *tensor.shape[1:]), value)
+    return torch.cat([tensor, padding])
 
 
 def _metric(metrics: dict, key: str) -> float | None:
