@@ -383,3 +383,35 @@ def test_weights_do_not_depend_on_where_an_earlier_run_was_killed(tmp_path):
     assert recipe_main("vit-pretrain", [*args, "--output_dir", str(tmp_path / "corrupt")]) == 0
     got = weights(only_member(tmp_path / "corrupt").checkpoint_dir(1))
     assert all((got[k] == expected[k]).all() for k in expected)
+
+
+def test_provenance_records_what_bit_identical_weights_depend_on(tmp_path, vit_parents):
+    """Thread count, device, world size and library versions, for recipe runs and (through the same
+    `prepare_member`, with the trial's host and Ray node added) population trials."""
+    import platform
+
+    import accelerate
+    import datasets
+    import torch
+    import transformers
+
+    from zoo.arguments import load_yaml, parse_config
+    from zoo.runs import Arguments, MemberRun
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "transformers": transformers.__version__, "accelerate": accelerate.__version__,
+                "datasets": datasets.__version__}
+    for member in vit_parents.values():
+        provenance = member.config["provenance"]
+        assert provenance["torch_threads"] == torch.get_num_threads()
+        assert provenance["omp_num_threads"] == os.environ.get("OMP_NUM_THREADS")
+        assert provenance["device"] == "cpu" and provenance["world_size"] == 1
+        assert provenance["versions"] == versions
+    config = dict(load_yaml(CONFIGS / "vision" / "pretrain_supervised_tiny.yaml"), max_train_samples=64,
+                  max_eval_samples=32, output_dir=str(tmp_path))
+    args = Arguments(*parse_config(config))
+    run = MemberRun("vit-pretrain", args, config)
+    run.prepare_member(args, tmp_path / "trial", {"hostname": "node-7", "ray_node_id": "abc"})
+    provenance = layout.read_member_config(tmp_path / "trial")["provenance"]
+    assert provenance["ray_node_id"] == "abc" and provenance["hostname"] == "node-7"
+    assert provenance["world_size"] == 1 and provenance["versions"] == versions
