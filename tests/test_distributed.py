@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "recipes" / "configs"
 BIN = Path(sys.executable).parent
 TORCHRUN = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2"]
+CPU_ONLY = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # the CPU (gloo) path, on machines with GPUs too
 COMMON = ["--num_train_epochs", "2", "--checkpoint_every", "1", "--disable_tqdm", "true"]
 # The members compared with one process train with SGD without gradient clipping: the update is linear in the
 # gradient, so a wrong reduction (a sum instead of a mean) shows as a step twice as long; AdamW would hide it (its
@@ -79,7 +80,7 @@ def two_processes(tmp_path_factory):
     out = tmp_path_factory.mktemp("two_processes")
     (out / "jobs.json").write_text(json.dumps(jobs(out)))
     result = subprocess.run([*TORCHRUN, str(ROOT / "tests" / "two_process_worker.py"), str(out / "jobs.json"),
-                             str(out)], capture_output=True, text=True, timeout=600)
+                             str(out)], capture_output=True, text=True, timeout=600, env=CPU_ONLY)
     assert result.returncode == 0, result.stderr[-3000:]
     reports = [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert [r["world_size"] for r in reports] == [2, 2]
@@ -178,7 +179,7 @@ def test_kill_one_rank_and_rerun_resumes(tmp_path, two_processes):
               "--output_dir", str(tmp_path)]
     launcher = subprocess.Popen([str(BIN / "accelerate"), "launch", "--config_file",
                                  str(ROOT / "recipes" / "accelerate_configs" / "multi_cpu.yaml"), *script],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=CPU_ONLY)
     try:
         deadline = time.time() + 120
         pids = _rank_pids(launcher, deadline)
@@ -194,7 +195,7 @@ def test_kill_one_rank_and_rerun_resumes(tmp_path, two_processes):
             launcher.wait()
     member = only_member(tmp_path)
     assert member.state in ("incomplete", "failed") and 1 in {row["epoch"] for row in member.results}
-    rerun = subprocess.run([*TORCHRUN, *script], capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run([*TORCHRUN, *script], capture_output=True, text=True, timeout=300, env=CPU_ONLY)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert rerun.stdout.count("(complete)") == 1  # one process reports
     member = only_member(tmp_path)

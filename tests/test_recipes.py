@@ -405,7 +405,8 @@ def test_provenance_records_what_bit_identical_weights_depend_on(tmp_path, vit_p
         provenance = member.config["provenance"]
         assert provenance["torch_threads"] == torch.get_num_threads()
         assert provenance["omp_num_threads"] == os.environ.get("OMP_NUM_THREADS")
-        assert provenance["device"] == "cpu" and provenance["world_size"] == 1
+        assert provenance["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
+        assert provenance["world_size"] == 1
         assert provenance["versions"] == versions
     config = dict(load_yaml(CONFIGS / "vision" / "pretrain_supervised_tiny.yaml"), max_train_samples=64,
                   max_eval_samples=32, output_dir=str(tmp_path))
