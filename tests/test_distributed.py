@@ -1,8 +1,9 @@
-"""One member trained by two processes on the CPU (gloo), started by `torchrun` and by `accelerate launch`.
+"""One member trained by two processes on the CPU (gloo), started by `accelerate launch` and by `torchrun`.
 
-One `torchrun` process group trains a member of every recipe kind (tests/two_process_worker.py calls
-`recipe_main`, the body of every recipe script); another test kills one rank of an `accelerate launch` run with
-SIGKILL and resumes it with `torchrun`.
+To pay the start of two processes only twice: the module's fixture first runs the supervised ViT recipe under
+`accelerate launch` with the shipped CPU config and SIGKILLs its rank 1 after epoch 1; then one `torchrun` process
+group (tests/two_process_worker.py, which calls `recipe_main`, the body of every recipe script) trains a member of
+every recipe kind, resumes the killed member and trains a member whose loss is NaN on rank 1.
 """
 
 import json
@@ -49,6 +50,8 @@ def jobs(out: Path) -> list[dict]:
     return [
         {"kind": "vit-pretrain", "argv": [*PLAIN_VIT, "--per_device_train_batch_size", "32",
                                           "--output_dir", str(out / "vit")]},
+        {"kind": "vit-pretrain", "argv": [*PLAIN_VIT, "--per_device_train_batch_size", "32",  # the killed member
+                                          "--output_dir", str(out / "killed")]},
         {"kind": "vit-pretrain", "argv": ["--config", str(CONFIGS / "vision" / "pretrain_contrastive_tiny.yaml"),
                                           *vit, "--output_dir", str(out / "ssl")]},
         {"kind": "vit-finetune", "argv": ["--config", str(CONFIGS / "vision" / "finetune_tiny.yaml"), *vit,
@@ -75,25 +78,68 @@ def weights(checkpoint: Path) -> dict:
     return load_file(str(checkpoint / "model.safetensors"))
 
 
+def _rank_pids(launcher: subprocess.Popen, deadline: float) -> dict[int, int]:
+    """PIDs of the training processes this test started, by their RANK."""
+    while time.time() < deadline:
+        ranks = {}
+        for child in psutil.Process(launcher.pid).children(recursive=True):
+            try:
+                rank = child.environ().get("RANK")
+            except psutil.Error:
+                continue
+            if rank is not None and "pretrain_vit.py" in " ".join(child.cmdline()):
+                ranks[int(rank)] = child.pid
+        if len(ranks) == 2:
+            return ranks
+        time.sleep(0.05)
+    raise AssertionError("the launcher did not start two training processes")
+
+
+def kill_rank_1_after_epoch_1(out: Path) -> dict:
+    """`accelerate launch` of the recipe script with multi_cpu.yaml; SIGKILL of rank 1 once the Trainer state of
+    epoch 1 is saved (both ranks' RNG states included). Returns what the killed run left."""
+    launcher = subprocess.Popen([str(BIN / "accelerate"), "launch", "--config_file",
+                                 str(ROOT / "recipes" / "accelerate_configs" / "multi_cpu.yaml"),
+                                 str(ROOT / "recipes" / "pretrain_vit.py"), *PLAIN_VIT,
+                                 "--per_device_train_batch_size", "32", "--output_dir", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=CPU_ONLY)
+    try:
+        deadline = time.time() + 300
+        pids = _rank_pids(launcher, deadline)
+        state = out / layout.TRAINER_STATE_DIR
+        while time.time() < deadline and not (list(state.rglob("checkpoint-3/trainer_state.json"))
+                                              and list(state.rglob("checkpoint-3/rng_state_1.pth"))):
+            time.sleep(0.02)
+        os.kill(pids[1], signal.SIGKILL)
+        code = launcher.wait(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    member = only_member(out)
+    return {"launcher_exit": code, "state": member.state, "epochs": [row["epoch"] for row in member.results]}
+
+
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
     out = tmp_path_factory.mktemp("two_processes")
+    killed = kill_rank_1_after_epoch_1(out / "killed")
     (out / "jobs.json").write_text(json.dumps(jobs(out)))
     result = subprocess.run([*TORCHRUN, str(ROOT / "tests" / "two_process_worker.py"), str(out / "jobs.json"),
                              str(out)], capture_output=True, text=True, timeout=600, env=CPU_ONLY)
     assert result.returncode == 0, result.stderr[-3000:]
     reports = [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert [r["world_size"] for r in reports] == [2, 2]
-    return out, reports
+    return out, reports, killed, result.stdout
 
 
-@pytest.mark.parametrize("index,folder,kind", [(0, "vit", "vit-supervised"), (1, "ssl", "vit-contrastive"),
-                                               (2, "vit_ft", "vit-finetune"), (3, "lm", "lm-pretrain"),
-                                               (4, "lm_ft", "lm-finetune")])
+@pytest.mark.parametrize("index,folder,kind", [(0, "vit", "vit-supervised"), (2, "ssl", "vit-contrastive"),
+                                               (3, "vit_ft", "vit-finetune"), (4, "lm", "lm-pretrain"),
+                                               (5, "lm_ft", "lm-finetune")])
 def test_each_recipe_kind_trains_one_member_with_two_processes(two_processes, index, folder, kind):
     from transformers import AutoModel
 
-    out, reports = two_processes
+    out, reports, _, _ = two_processes
     assert [r["jobs"][index]["outcome"] for r in reports] == [0, 0]
     member = only_member(out / folder)
     assert member.state == "complete" and member.config["kind"] == kind
@@ -124,7 +170,7 @@ def test_two_processes_at_half_batch_match_one_process(tmp_path, two_processes, 
     6 to 18 steps add that up. The tolerance, 1e-5 of the move, leaves 30x room for other thread counts; a summed
     instead of averaged gradient doubles every step (a difference of about the move), and overlapping shards or
     another data order change the gradients themselves (a sizeable fraction of the move)."""
-    out, _ = two_processes
+    out = two_processes[0]
     assert recipe_main(kind, [*one_process, "--output_dir", str(tmp_path)]) == 0
     one, two = only_member(tmp_path), only_member(out / folder)
     w1, w2 = weights(one.checkpoint_dir(2)), weights(two.checkpoint_dir(2))
@@ -144,67 +190,33 @@ def test_two_processes_at_half_batch_match_one_process(tmp_path, two_processes, 
 
 
 def test_a_nan_on_one_rank_is_recorded_once(two_processes):
-    out, reports = two_processes
-    outcomes = [r["jobs"][5]["outcome"] for r in reports]
+    out, reports, _, _ = two_processes
+    outcomes = [r["jobs"][6]["outcome"] for r in reports]
     assert all(str(o).startswith("TrainingDiverged") for o in outcomes), outcomes  # both stop together
-    assert reports[0]["jobs"][5]["writes"]["record_failure"] == 1
-    assert not any(reports[1]["jobs"][5]["writes"].values())
+    assert reports[0]["jobs"][6]["writes"]["record_failure"] == 1
+    assert not any(reports[1]["jobs"][6]["writes"].values())
     member = only_member(out / "nan")
     assert member.state == "failed" and "TrainingDiverged" in member.error
     assert [row["epoch"] for row in member.results] == [0, 1]
 
 
-def _rank_pids(launcher: subprocess.Popen, deadline: float) -> dict[int, int]:
-    """PIDs of the training processes this test started, by their RANK."""
-    while time.time() < deadline:
-        ranks = {}
-        for child in psutil.Process(launcher.pid).children(recursive=True):
-            try:
-                rank = child.environ().get("RANK")
-            except psutil.Error:
-                continue
-            if rank is not None and "pretrain_vit.py" in " ".join(child.cmdline()):
-                ranks[int(rank)] = child.pid
-        if len(ranks) == 2:
-            return ranks
-        time.sleep(0.05)
-    raise AssertionError("the launcher did not start two training processes")
 
-
-def test_kill_one_rank_and_rerun_resumes(tmp_path, two_processes):
-    """`accelerate launch` with the shipped CPU config; SIGKILL of rank 1 once epoch 1 is saved; a `torchrun`
-    rerun resumes the member and ends with the weights of the uninterrupted two-process run."""
-    out, _ = two_processes
-    script = [str(ROOT / "recipes" / "pretrain_vit.py"), *PLAIN_VIT, "--per_device_train_batch_size", "32",
-              "--output_dir", str(tmp_path)]
-    launcher = subprocess.Popen([str(BIN / "accelerate"), "launch", "--config_file",
-                                 str(ROOT / "recipes" / "accelerate_configs" / "multi_cpu.yaml"), *script],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=CPU_ONLY)
-    try:
-        deadline = time.time() + 120
-        pids = _rank_pids(launcher, deadline)
-        state = tmp_path / layout.TRAINER_STATE_DIR
-        while time.time() < deadline and not (list(state.rglob("checkpoint-3/trainer_state.json"))
-                                              and list(state.rglob("checkpoint-3/rng_state_1.pth"))):
-            time.sleep(0.02)
-        os.kill(pids[1], signal.SIGKILL)
-        assert launcher.wait(timeout=60) != 0
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
-    member = only_member(tmp_path)
-    assert member.state in ("incomplete", "failed") and 1 in {row["epoch"] for row in member.results}
-    rerun = subprocess.run([*TORCHRUN, *script], capture_output=True, text=True, timeout=300, env=CPU_ONLY)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert rerun.stdout.count("(complete)") == 1  # one process reports
-    member = only_member(tmp_path)
+def test_kill_one_rank_and_rerun_resumes(two_processes):
+    """Rank 1 of an `accelerate launch` run killed with SIGKILL after epoch 1: the launcher stops rank 0 and fails;
+    the rerun (under `torchrun`) resumes the member from epoch 1's Trainer state to the weights of the
+    uninterrupted run."""
+    out, reports, killed, stdout = two_processes
+    assert killed["launcher_exit"] != 0
+    assert killed["state"] in ("incomplete", "failed") and 1 in killed["epochs"]
+    assert [r["jobs"][1]["outcome"] for r in reports] == [0, 0]
+    assert stdout.count(f"member {out / 'killed'}") == 1  # one process reports
+    member = only_member(out / "killed")
     assert member.state == "complete" and [row["epoch"] for row in member.results] == [0, 1, 2]
     assert [row["step"] for row in member.results] == [0, 3, 6]
+    assert reports[0]["jobs"][1]["writes"].get("append_result") == 1  # epoch 2 only: 0 and 1 are not redone
     expected = weights(only_member(out / "vit").checkpoint_dir(2))
     got = weights(member.checkpoint_dir(2))
     assert all((got[k] == expected[k]).all() for k in expected)
-
 
 def test_gpus_per_trial_above_one_is_refused(tmp_path, capsys):
     from zoo.cli import main
