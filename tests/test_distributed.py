@@ -227,3 +227,17 @@ def test_gpus_per_trial_above_one_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--gpus-per-trial 2" in err[0] and "accelerate launch" in err[0]
     assert not zoo_dir.exists()
+
+
+def test_processes_that_did_not_join_one_group_are_refused(monkeypatch):
+    """Before `join_cpu_processes`, torchrun's CPU processes each trained alone as rank 0 of 1, all writing the
+    same member. Such a run is now refused in one line (checked by hand under torchrun: exit 2, nothing written)."""
+    from types import SimpleNamespace
+
+    from zoo.training import check_process_group
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    alone = SimpleNamespace(world_size=1, distributed_state=SimpleNamespace(distributed_type="NO"))
+    with pytest.raises(ValueError, match="WORLD_SIZE=2 but the processes did not join one group"):
+        check_process_group(alone)
+    check_process_group(SimpleNamespace(world_size=2, distributed_state=None))

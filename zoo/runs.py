@@ -49,6 +49,7 @@ from zoo.training import (
     TrainingDiverged,
     ZooTrainer,
     accuracy_metrics,
+    check_process_group,
     is_main_process,
     join_cpu_processes,
     run_provenance,
@@ -398,6 +399,7 @@ def recipe_main(kind: str, argv: list[str] | None = None) -> int:
         (model_args, data_args, zoo_args, training_args), raw = parse_recipe_args(KIND_DEFAULTS[kind], argv)
         if not training_args.output_dir or training_args.output_dir == "trainer_output":
             raise ConfigError("--output_dir is required")
+        check_process_group(training_args)
         args = Arguments(model_args, data_args, zoo_args, training_args)
         run = MemberRun(kind, args, raw)
         root = Path(training_args.output_dir)

@@ -48,6 +48,14 @@ def join_cpu_processes() -> None:
         os.environ["ACCELERATE_USE_CPU"] = "true"  # -> DistributedType.MULTI_CPU with the gloo backend
 
 
+def check_process_group(training_args) -> None:
+    """Refuse to train N unconnected copies of one member when a launcher started N processes."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != training_args.world_size:
+        raise ValueError(f"WORLD_SIZE={launched} but the processes did not join one group (world size "
+                         f"{training_args.world_size}, {training_args.distributed_state.distributed_type})")
+
+
 def is_main_process() -> bool:
     """True in the one process that writes members (always true without a launcher)."""
     from accelerate import PartialState
