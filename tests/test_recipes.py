@@ -351,3 +351,68 @@ def test_trial_values_take_their_fields_types():
     assert trial.training.optim == "sgd" and args.training.optim != "sgd"  # the base stays as it was
     with pytest.raises(ConfigError, match="learning_rate"):
         args.with_params({"learning_rate": "fast"})
+
+
+def test_weights_do_not_depend_on_where_an_earlier_run_was_killed(tmp_path):
+    """A rerun that skips the epoch-0 evaluation (done before a kill, or kept when a later checkpoint was corrupted)
+    trains on the same random stream as an uninterrupted run: bit-identical weights."""
+    import shutil
+
+    args = ["--config", str(CONFIGS / "vision" / "pretrain_supervised_tiny.yaml"), *SMALL_VISION,
+            "--num_train_epochs", "1"]
+    assert recipe_main("vit-pretrain", [*args, "--output_dir", str(tmp_path / "reference")]) == 0
+    reference = only_member(tmp_path / "reference")
+    expected = weights(reference.checkpoint_dir(1))
+    # killed after the epoch-0 line and checkpoint, before the Trainer's first save: that is all a rerun finds
+    killed = tmp_path / "killed" / reference.name
+    killed.mkdir(parents=True)
+    shutil.copy(reference.path / "config.json", killed)
+    shutil.copytree(reference.checkpoint_dir(0), killed / layout.checkpoint_name(0))
+    layout.append_result(killed, reference.results[0])
+    assert recipe_main("vit-pretrain", [*args, "--output_dir", str(tmp_path / "killed")]) == 0
+    rerun = only_member(tmp_path / "killed")
+    assert rerun.state == "complete" and rerun.results[0] == reference.results[0]
+    got = weights(rerun.checkpoint_dir(1))
+    assert all((got[k] == expected[k]).all() for k in expected)
+    # a complete member whose last checkpoint got corrupted is trained again, to the same weights
+    shutil.copytree(reference.path, tmp_path / "corrupt" / reference.name)
+    corrupt = only_member(tmp_path / "corrupt")
+    with open(corrupt.checkpoint_dir(1) / "model.safetensors", "r+b") as handle:
+        handle.truncate(100)
+    assert layout.load_member(corrupt.path).state == "incomplete"
+    assert recipe_main("vit-pretrain", [*args, "--output_dir", str(tmp_path / "corrupt")]) == 0
+    got = weights(only_member(tmp_path / "corrupt").checkpoint_dir(1))
+    assert all((got[k] == expected[k]).all() for k in expected)
+
+
+def test_provenance_records_what_bit_identical_weights_depend_on(tmp_path, vit_parents):
+    """Thread count, device, world size and library versions, for recipe runs and (through the same
+    `prepare_member`, with the trial's host and Ray node added) population trials."""
+    import platform
+
+    import accelerate
+    import datasets
+    import torch
+    import transformers
+
+    from zoo.arguments import load_yaml, parse_config
+    from zoo.runs import Arguments, MemberRun
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "transformers": transformers.__version__, "accelerate": accelerate.__version__,
+                "datasets": datasets.__version__}
+    for member in vit_parents.values():
+        provenance = member.config["provenance"]
+        assert provenance["torch_threads"] == torch.get_num_threads()
+        assert provenance["omp_num_threads"] == os.environ.get("OMP_NUM_THREADS")
+        assert provenance["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
+        assert provenance["world_size"] == 1
+        assert provenance["versions"] == versions
+    config = dict(load_yaml(CONFIGS / "vision" / "pretrain_supervised_tiny.yaml"), max_train_samples=64,
+                  max_eval_samples=32, output_dir=str(tmp_path))
+    args = Arguments(*parse_config(config))
+    run = MemberRun("vit-pretrain", args, config)
+    run.prepare_member(args, tmp_path / "trial", {"hostname": "node-7", "ray_node_id": "abc"})
+    provenance = layout.read_member_config(tmp_path / "trial")["provenance"]
+    assert provenance["ray_node_id"] == "abc" and provenance["hostname"] == "node-7"
+    assert provenance["world_size"] == 1 and provenance["versions"] == versions

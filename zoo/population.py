@@ -580,6 +580,11 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
     from zoo.runs import Arguments, MemberRun, kind_defaults
 
     spec, stages = load_spec(spec_path)
+    gpus = gpus_per_trial if gpus_per_trial is not None else (spec.get("resources") or {}).get("gpu", 0)
+    if gpus > 1:  # a trial is one process: it would train on one GPU and leave the others idle
+        where = f"--gpus-per-trial {gpus:g}" if gpus_per_trial is not None else f"resources.gpu {gpus:g}"
+        raise ConfigError(f"{where}: a zoo trial trains its member in one process on at most one GPU; give 1 or a "
+                          "fraction, or train members that need several GPUs one per `accelerate launch` (README)")
     for plan in stages:
         if optuna_trials and plan.ranges:
             plan.optuna_trials = optuna_trials

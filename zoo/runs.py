@@ -26,7 +26,16 @@ from zoo import kinds, layout
 from zoo.arguments import ConfigError, as_dict, parse_recipe_args
 from zoo.data import DataError, TaskData
 from zoo.models import CheckpointError
-from zoo.training import MemberWriter, ZooTrainer, accuracy_metrics
+from zoo.training import (
+    MemberWriter,
+    TrainingDiverged,
+    ZooTrainer,
+    accuracy_metrics,
+    check_process_group,
+    is_main_process,
+    join_cpu_processes,
+    run_provenance,
+)
 
 logger = logging.getLogger("zoo")
 
@@ -191,11 +200,11 @@ class MemberRun:
     def prepare_member(self, args: Arguments, member_dir: Path, provenance: dict | None = None) -> MemberWriter:
         """Write (or check) the member's config.json and return its writer; raises if it holds another config."""
         config = self.check_member_config(args, member_dir)
-        if provenance:
-            config["provenance"] = provenance
-        layout.clean_temporaries(member_dir)
-        layout.write_member_config(member_dir, config)
-        layout.clear_failure(member_dir)
+        config["provenance"] = {**run_provenance(args.training), **(provenance or {})}
+        if is_main_process():  # with several processes per member, only the main one writes it
+            layout.clean_temporaries(member_dir)
+            layout.write_member_config(member_dir, config)
+            layout.clear_failure(member_dir)
         extras = [self.processing_class] if self.processing_class is not None else []
         return MemberWriter(member_dir, config["checkpoints"], extras, perplexity=self.kind.perplexity)
 
@@ -239,14 +248,18 @@ class MemberRun:
 
 def train_prepared(trainer, member_dir: Path):
     """Train a trainer set up for one member: resume from its last complete Trainer state, record a failure in
-    the member, and drop the Trainer state once the member is complete."""
+    the member, and drop the Trainer state once the member is complete. With several processes the main one
+    chooses the state to resume (all resume together) and records a failure seen by all (a NaN) once."""
     state_dir = trainer.args.output_dir
     try:
-        output = trainer.train(resume_from_checkpoint=last_trainer_checkpoint(state_dir))
+        output = trainer.train(resume_from_checkpoint=trainer.main_process_decides(
+            lambda: last_trainer_checkpoint(state_dir)))
     except Exception as err:
-        message = str(err).splitlines()[0][:500] if str(err) else ""
-        layout.record_failure(member_dir, f"{type(err).__name__}: {message}")
+        if trainer.is_world_process_zero() or not isinstance(err, TrainingDiverged):
+            message = str(err).splitlines()[0][:500] if str(err) else ""
+            layout.record_failure(member_dir, f"{type(err).__name__}: {message}")
         raise
+    trainer.accelerator.wait_for_everyone()  # the main process has written the last epoch
     if trainer.is_world_process_zero() and layout.load_member(member_dir).is_complete():
         layout.remove_trainer_state(state_dir)
     return output
@@ -286,11 +299,13 @@ def recipe_main(kind: str, argv: list[str] | None = None) -> int:
     """The body of every recipe script: parse, train one member into <output_dir>/<member>, print where it is."""
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
     member_kind = kinds.get(kind)
+    join_cpu_processes()  # before the arguments: they set up the device and the process group
     try:
         (model_args, data_args, zoo_args, training_args), raw = parse_recipe_args(kind_defaults(member_kind),
                                                                                   argv)
         if not training_args.output_dir or training_args.output_dir == "trainer_output":
             raise ConfigError("--output_dir is required")
+        check_process_group(training_args)
         args = Arguments(model_args, data_args, zoo_args, training_args)
         run = MemberRun(member_kind, args, raw)
         root = Path(training_args.output_dir)
@@ -311,8 +326,9 @@ def recipe_main(kind: str, argv: list[str] | None = None) -> int:
         return 130
     last = member.last_result or {}
     metric = member.config["metric"]
-    print(f"member {member.path} ({member.state}): epochs {member.epochs_done - 1}/{member.planned_epochs}, "
-          f"{metric} {last.get(metric)}, checkpoints {[layout.checkpoint_name(e) for e in member.checkpoints]}")
+    if is_main_process():
+        print(f"member {member.path} ({member.state}): epochs {member.epochs_done - 1}/{member.planned_epochs}, "
+              f"{metric} {last.get(metric)}, checkpoints {[layout.checkpoint_name(e) for e in member.checkpoints]}")
     return 0
 
 

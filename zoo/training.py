@@ -8,9 +8,13 @@ atomic `checkpoint_0000XY/` folder.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import platform
+import random
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +31,71 @@ RESUME_WEIGHTS = "resume_model.safetensors"
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite (raised on every process together: the losses are reduced)."""
+
+
+# ---------------------------------------------------------------- several processes per member
+
+
+def join_cpu_processes() -> None:
+    """Let the processes of `torchrun` / `accelerate launch` form one group on a machine without GPUs.
+
+    Accelerate joins launched processes into a group only for a GPU, or when `ACCELERATE_USE_CPU` is set; without it
+    each CPU process trains alone as rank 0 of 1 and all of them write the same member. Call before any
+    `TrainingArguments` is built (they set up the device and the process group when created).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        os.environ["ACCELERATE_USE_CPU"] = "true"  # -> DistributedType.MULTI_CPU with the gloo backend
+
+
+def check_process_group(training_args) -> None:
+    """Refuse to train N unconnected copies of one member when a launcher started N processes."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != training_args.world_size:
+        raise ValueError(f"WORLD_SIZE={launched} but the processes did not join one group (world size "
+                         f"{training_args.world_size}, {training_args.distributed_state.distributed_type})")
+
+
+def is_main_process() -> bool:
+    """True in the one process that writes members (always true without a launcher)."""
+    from accelerate import PartialState
+
+    if PartialState._shared_state:
+        return PartialState().is_main_process
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def run_provenance(training_args) -> dict[str, Any]:
+    """What decides whether a member's weights reproduce bit for bit: threads, device, world size, versions."""
+    import socket
+
+    import accelerate
+    import datasets
+    import transformers
+
+    return {
+        "hostname": socket.gethostname(),
+        "device": str(training_args.device),
+        "world_size": int(training_args.world_size),
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "accelerate": accelerate.__version__,
+                     "datasets": datasets.__version__},
+    }
+
+
+@contextlib.contextmanager
+def isolated_rng() -> Iterator[None]:
+    """Run a block without touching the random state training sees (torch on every device, numpy, random)."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
 
 
 # ---------------------------------------------------------------- objectives (the losses)
@@ -110,7 +178,8 @@ class Contrastive(Objective):
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(1234)
             loss, hits = self._loss(model, inputs["pixel_values"])
-        return loss, hits.long(), torch.ones_like(hits, dtype=torch.long)
+        hits = hits.long().view(2, -1).T  # one row per image (its two views): gathering over processes cuts rows
+        return loss, hits, torch.ones_like(hits)
 
 
 class CausalLM(Objective):
@@ -195,6 +264,8 @@ class ZooTrainer(Trainer):
             callbacks.append(member_writer)
         super().__init__(*args, callbacks=callbacks, **kwargs)
         self.zoo_objective = objective  # (`self.objective` is the Trainer's hyperparameter-search value)
+        # the objectives return per-batch means: no token counting (and no per-step gather) for `num_items_in_batch`
+        self.model_accepts_loss_kwargs = False
         self.member_writer = member_writer
         self.train_eval_dataset = train_eval_dataset
         self.eval_collator = eval_collator  # a factory: a fresh (seeded) collator for every evaluation
@@ -230,11 +301,27 @@ class ZooTrainer(Trainer):
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
+        real = self._real_rows(inputs)
+        if real is not None:  # a padded last batch: loss and metrics of its real rows only
+            rows = next(v for v in inputs.values() if torch.is_tensor(v)).shape[0]
+            inputs = {k: v[:real] if torch.is_tensor(v) else v for k, v in inputs.items()}
         with torch.no_grad(), self.compute_loss_context_manager():
             loss, predictions, labels = self.zoo_objective.eval_step(model, inputs)
+        if real is not None:  # every process gathers as many rows; the gather then cuts the padding
+            predictions, labels = _pad_rows(predictions, rows, 0), _pad_rows(labels, rows, -100)
         if prediction_loss_only:
             return loss.detach(), None, None
         return loss.detach(), predictions, labels
+
+    def _real_rows(self, inputs: dict) -> int | None:
+        """Rows of this process's batch that are real data, when the batch is the evaluation's last and Accelerate
+        padded it (with N processes every one gets a full batch; the real rows come first, in process order)."""
+        state = self.accelerator.gradient_state
+        if self.accelerator.num_processes == 1 or not state.end_of_dataloader or state.remainder <= 0:
+            return None
+        rows = next((v.shape[0] for v in inputs.values() if torch.is_tensor(v)), 0)
+        real = min(max(state.remainder - self.accelerator.process_index * rows, 0), rows)
+        return real if 0 < real < rows else None
 
     # Resumable state. transformers 5 renames weights between a model's modules and its saved files, and
     # `Trainer._load_from_checkpoint` loads the saved names with `strict=False`: on resume every renamed weight
@@ -261,14 +348,36 @@ class ZooTrainer(Trainer):
             raise RuntimeError(f"{path}: does not match the model ({missing or unexpected})")
 
     def pop_epoch_stats(self) -> dict[str, float]:
-        """Mean training loss and accuracy since the last call, summed over all processes (one host sync)."""
+        """Mean training loss and accuracy since the last call, summed over all processes (one host sync).
+
+        With N processes Accelerate pads an epoch's last batch with samples from its start, so that every process
+        steps together; `samples` leaves that padding out and counts the data set once.
+        """
         sums, count = self._epoch_sums, self._epoch_count
         self._epoch_sums, self._epoch_count = None, 0
         if sums is None:
             return {}
         sums = torch.cat([sums, torch.as_tensor(count, dtype=sums.dtype, device=sums.device).reshape(1)])
         loss_sum, correct, count = self.accelerator.reduce(sums, reduction="sum").tolist()
-        return {"loss": loss_sum / max(count, 1), "acc": correct / max(count, 1), "samples": int(count)}
+        return {"loss": loss_sum / max(count, 1), "acc": correct / max(count, 1),
+                "samples": round(count * self._unpadded_fraction())}
+
+    def _unpadded_fraction(self) -> float:
+        processes = self.accelerator.num_processes
+        if processes == 1 or self.args.dataloader_drop_last or self.train_dataset is None:
+            return 1.0
+        size = len(self.train_dataset)
+        global_batch = self.args.per_device_train_batch_size * processes
+        return size / (math.ceil(size / global_batch) * global_batch)
+
+    def main_process_decides(self, decide: Callable[[], Any]) -> Any:
+        """`decide()` run by the main process only, its result sent to every process (a collective call)."""
+        value = decide() if self.accelerator.is_main_process else None
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            value = broadcast_object_list([value], from_process=0)[0]
+        return value
 
 
 # ---------------------------------------------------------------- the member writer
@@ -299,18 +408,24 @@ class MemberWriter(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self._active = True
         self._epoch_start = time.time()
-        done = {int(row["epoch"]) for row in layout.read_results(self.member_dir)}
-        if state.global_step == 0 and not (0 in done and layout.verify_checkpoint(self._ckpt(0)) is None):
+        if state.global_step == 0 and self.trainer.main_process_decides(self._epoch0_missing):
+            # Evaluating draws random numbers (every DataLoader iterator takes a seed): isolated, so that a member
+            # trains on the same random stream whether or not an earlier, killed run already wrote its epoch 0.
             self._busy = True
             try:
-                test = self.trainer.evaluate(metric_key_prefix="test")
-                train = self.trainer.evaluate(self.trainer.train_eval_dataset, metric_key_prefix="train") \
-                    if self.trainer.train_eval_dataset is not None else {}
+                with isolated_rng():
+                    test = self.trainer.evaluate(metric_key_prefix="test")
+                    train = self.trainer.evaluate(self.trainer.train_eval_dataset, metric_key_prefix="train") \
+                        if self.trainer.train_eval_dataset is not None else {}
             finally:
                 self._busy = False
             stats = {"loss": train.get("train_loss"), "acc": train.get("train_acc"), "samples": 0}
             self._write(0, 0, stats, test, kwargs["model"], state)
         self._epoch_start = time.time()
+
+    def _epoch0_missing(self) -> bool:
+        done = {int(row["epoch"]) for row in layout.read_results(self.member_dir)}
+        return not (0 in done and layout.verify_checkpoint(self._ckpt(0)) is None)
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self._epoch_start = time.time()
@@ -359,6 +474,11 @@ class MemberWriter(TrainerCallback):
 
             layout.write_checkpoint(self.member_dir, epoch, save)
         layout.append_result(self.member_dir, record)
+
+
+def _pad_rows(tensor: torch.Tensor, rows: int, value: int) -> torch.Tensor:
+    padding = tensor.new_full((rows - tensor.shape[0], *tensor.shape[1:]), value)
+    return torch.cat([tensor, padding])
 
 
 def _metric(metrics: dict, key: str) -> float | None:
