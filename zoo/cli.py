@@ -1,14 +1,61 @@
 """`zoo`: the command line of transformer-zoo.
 
-Each subcommand's arguments are declared here; the work is done by a `cli_<command>(args)` function of the
-module that owns the concept, imported only when that command runs (so `zoo status` stays fast).
+Each subcommand's arguments are declared here, and the function that does its work is named here too.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
+
+# ---------------------------------------------------------------- the commands
+# Each command's work is a `cli_<command>(args)` of the module that owns the concept, imported only when the command
+# runs (so `zoo status` stays fast) but named here, so a reader or a tool can follow a command to its code.
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from zoo.population import cli_generate
+
+    return cli_generate(args)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from zoo.status import cli_status
+
+    return cli_status(args)
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from zoo.publish import cli_publish
+
+    return cli_publish(args)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from zoo.publish import cli_verify
+
+    return cli_verify(args)
+
+
+def _soup(args: argparse.Namespace) -> int:
+    from zoo.soups import cli_soup
+
+    return cli_soup(args)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from zoo.analysis import cli_analyze
+
+    return cli_analyze(args)
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from zoo.benchmark import cli_benchmark
+
+    return cli_benchmark(args)
+
+
+# ---------------------------------------------------------------- the arguments
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -22,14 +69,14 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--optuna", type=int, default=None, metavar="N", help="sample N members from ranges with Optuna")
     p.add_argument("--stage", choices=["pretraining", "finetuning", "all"], default="all")
     p.add_argument("--modality", choices=["vision", "language", "all"], default="all")
-    p.set_defaults(module="zoo.population", func="cli_generate")
+    p.set_defaults(run=_generate)
 
 
 def _add_status(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="table of a zoo's members: stage, epochs, last metric, state")
     p.add_argument("zoo_dir")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
-    p.set_defaults(module="zoo.status", func="cli_status")
+    p.set_defaults(run=_status)
 
 
 def _add_publish(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +99,7 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--request-budget", default=None, metavar="N/SECONDS",
                    help="at most N HTTP requests per SECONDS, e.g. 900/300 under a free account's 1,000 per 5 min")
     p.add_argument("--max-retries", type=int, default=8, help="retries of a request answered 429 or 5xx")
-    p.set_defaults(module="zoo.publish", func="cli_publish")
+    p.set_defaults(run=_publish)
 
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
@@ -61,7 +108,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--revision", default=None)
     p.add_argument("--no-download", action="store_true",
                    help="trust the Hub's listing (sha256 of LFS files, git blob ids) instead of downloading every file")
-    p.set_defaults(module="zoo.publish", func="cli_verify")
+    p.set_defaults(run=_verify)
 
 
 def _add_soup(sub: argparse._SubParsersAction) -> None:
@@ -74,7 +121,7 @@ def _add_soup(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--last", type=int, default=5, help="--method epochs: how many last checkpoints")
     p.add_argument("--out", required=True, help="folder of the soup (a loadable checkpoint folder)")
     p.add_argument("--batch-size", type=int, default=256)
-    p.set_defaults(module="zoo.soups", func="cli_soup")
+    p.set_defaults(run=_soup)
 
 
 def _add_analyze(sub: argparse._SubParsersAction) -> None:
@@ -86,7 +133,7 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights-only", action="store_true",
                    help="no data, no models: performance from result.json and the weight space, streamed")
     p.add_argument("--batch-size", type=int, default=256)
-    p.set_defaults(module="zoo.analysis", func="cli_analyze")
+    p.set_defaults(run=_analyze)
 
 
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
@@ -96,7 +143,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--factor", default=None, help="--task predict-factor: which factor (default: optim)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the scores as JSON here too")
-    p.set_defaults(module="zoo.benchmark", func="cli_benchmark")
+    p.set_defaults(run=_benchmark)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,9 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    module = importlib.import_module(args.module)
     try:
-        return int(getattr(module, args.func)(args) or 0)
+        return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print("zoo: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
