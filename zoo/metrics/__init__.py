@@ -30,4 +30,6 @@ def load(name: str):
         raise UnknownMetricError(f"eval_metrics: unknown metric {name!r} (available: {', '.join(AVAILABLE)})")
     import evaluate
 
+    if name in CLASSIFICATION:  # one module, one configuration per metric
+        return evaluate.load(str(_HERE / "classification.py"), name, keep_in_memory=True)
     return evaluate.load(str(_HERE / f"{name}.py"), keep_in_memory=True)
