@@ -59,6 +59,14 @@ def apply_init(model: nn.Module, scheme: str, std: float = 0.02) -> None:
                 nn.init.zeros_(module.bias)
 
 
+def _encoder_sizes(model_args) -> dict[str, Any]:
+    """Sizes and dropout in the config names that ViT and BERT share."""
+    return {"hidden_size": model_args.hidden_size, "num_hidden_layers": model_args.num_hidden_layers,
+            "num_attention_heads": model_args.num_attention_heads, "intermediate_size": model_args.intermediate_size,
+            "hidden_dropout_prob": model_args.hidden_dropout,
+            "attention_probs_dropout_prob": model_args.attention_dropout, "initializer_range": model_args.init_std}
+
+
 def _check_heads(model_args) -> None:
     if model_args.hidden_size % model_args.num_attention_heads:
         raise ValueError(f"hidden_size {model_args.hidden_size} is not a multiple of num_attention_heads "
@@ -72,18 +80,8 @@ def vit_config(model_args, num_labels: int = 0, label_names: list[str] | None = 
     if model_args.image_size % model_args.patch_size:
         raise ValueError(f"image_size {model_args.image_size} is not a multiple of patch_size {model_args.patch_size}")
     _check_heads(model_args)
-    config = ViTConfig(
-        image_size=model_args.image_size,
-        patch_size=model_args.patch_size,
-        num_channels=model_args.num_channels,
-        hidden_size=model_args.hidden_size,
-        num_hidden_layers=model_args.num_hidden_layers,
-        num_attention_heads=model_args.num_attention_heads,
-        intermediate_size=model_args.intermediate_size,
-        hidden_dropout_prob=model_args.hidden_dropout,
-        attention_probs_dropout_prob=model_args.attention_dropout,
-        initializer_range=model_args.init_std,
-    )
+    config = ViTConfig(image_size=model_args.image_size, patch_size=model_args.patch_size,
+                       num_channels=model_args.num_channels, **_encoder_sizes(model_args))
     config._attn_implementation = model_args.attn_implementation
     if num_labels:
         _set_labels(config, num_labels, label_names)
@@ -226,18 +224,8 @@ def gpt2_for_classification(pretrained: str | Path, num_labels: int, label_names
 
 def build_bert(model_args, tokenizer, max_positions: int) -> BertForMaskedLM:
     _check_heads(model_args)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=model_args.hidden_size,
-        num_hidden_layers=model_args.num_hidden_layers,
-        num_attention_heads=model_args.num_attention_heads,
-        intermediate_size=model_args.intermediate_size,
-        hidden_dropout_prob=model_args.hidden_dropout,
-        attention_probs_dropout_prob=model_args.attention_dropout,
-        max_position_embeddings=max_positions,
-        initializer_range=model_args.init_std,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max_positions,
+                        pad_token_id=tokenizer.pad_token_id, **_encoder_sizes(model_args))
     config._attn_implementation = model_args.attn_implementation
     model = BertForMaskedLM(config)
     apply_init(model, model_args.init, model_args.init_std)
