@@ -281,9 +281,13 @@ def test_republish_uploads_only_what_changed(zoo, hub_server, tmp_path, capsys):
     assert main(["publish", str(root), "--repo-id", repo]) == 0
     commits, uploads = len(state.commits_made), len(state.lfs_uploads)
 
-    # unchanged zoo: byte-identical staging, so nothing is uploaded and no commit is made
+    # unchanged zoo: byte-identical staging, so nothing is uploaded and no commit is made; not even asked for
+    # (issue 8, item 14: a server that answers preupload without the stored oids would get every file again)
+    requests = len(state.request_log)
     assert main(["publish", str(root), "--repo-id", repo]) == 0
     assert len(state.commits_made) == commits and len(state.lfs_uploads) == uploads
+    asked = {name for _, _, name in state.request_log[requests:]}
+    assert not asked & {"preupload", "lfs_batch", "lfs_put", "commit"}, asked
 
     parent = layout.find_member(root, "vit_sup_seed_0_optim_adamw")
     new = write_member(root, "ft_seed_99", "vit-finetune", {"seed": 99, "learning_rate": 0.0003, "optim": "sgd",
