@@ -202,6 +202,10 @@ class ZooTrainer(Trainer):
         self._epoch_count: torch.Tensor | int = 0
         if member_writer is not None:
             member_writer.trainer = self
+        # the objectives take their own means: no per-step count of label tokens for a loss we do not ask for
+        self.model_accepts_loss_kwargs = False
+        self._tensor_data: dict[int, Any] = {}  # id(datasets.Dataset) -> its TensorBatches (or None)
+        self._flops_per_input: int | None = None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, correct, count = self.zoo_objective.training_loss(model, inputs)
@@ -210,6 +214,61 @@ class ZooTrainer(Trainer):
         self._epoch_sums = sums if self._epoch_sums is None else self._epoch_sums + sums
         self._epoch_count = self._epoch_count + count
         return (loss, None) if return_outputs else loss
+
+    def floating_point_ops(self, inputs):
+        # the Trainer counts the parameters again every step; the count does not change
+        if self._flops_per_input is None:
+            model = self.accelerator.unwrap_model(self.model)
+            self._flops_per_input = 6 * model.num_parameters(exclude_embeddings=True) \
+                if hasattr(model, "num_parameters") else 0
+        main_input = getattr(self.model, "main_input_name", "input_ids")
+        return self._flops_per_input * inputs[main_input].numel() if main_input in inputs else 0
+
+    def _tensor_batches(self, dataset):
+        """The data set as `TensorBatches` (on the GPU when it fits) when its batches are plain stacks of fixed-shape
+        columns, else None (custom transforms, padding or masking collators, other samplers keep the row path)."""
+        from transformers.data.data_collator import default_data_collator
+
+        from zoo.data import device as device_data
+
+        if self.data_collator is not default_data_collator or self.args.train_sampling_strategy != "random" \
+                or self.args.remove_unused_columns:
+            return None
+        key = id(dataset)
+        if key not in self._tensor_data:
+            batches = device_data.tensor_batches(dataset)
+            if batches is not None and device_data.fits_on_device(batches, self.args.device):
+                batches = batches.to(self.args.device)
+            self._tensor_data[key] = (dataset, batches)  # the dataset is kept so that its id stays unique
+        return self._tensor_data[key][1]
+
+    def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False,
+                        dataloader_key=None):
+        batches = self._tensor_batches(dataset)
+        if batches is None:
+            return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
+        from functools import partial
+
+        from torch.utils.data import DataLoader
+        from transformers.trainer_utils import seed_worker
+
+        from zoo.data.device import collate_batch
+
+        args, on_host = self.args, batches.device.type == "cpu"
+        workers = args.dataloader_num_workers if on_host else 0  # device tensors stay in this process
+        params: dict[str, Any] = {"batch_size": batch_size, "collate_fn": collate_batch, "num_workers": workers,
+                                  "pin_memory": args.dataloader_pin_memory and on_host,
+                                  "drop_last": args.dataloader_drop_last}
+        if workers:
+            params.update(persistent_workers=args.dataloader_persistent_workers,
+                          prefetch_factor=args.dataloader_prefetch_factor,
+                          multiprocessing_context=args.dataloader_multiprocessing_context)
+        sampler = sampler_fn(dataset) if sampler_fn is not None else None  # the same order as the row path
+        if sampler is not None:
+            params["sampler"] = sampler
+        if is_training:
+            params["worker_init_fn"] = partial(seed_worker, num_workers=workers, rank=args.process_index)
+        return self.accelerator.prepare(DataLoader(batches, **params))
 
     def get_eval_dataloader(self, eval_dataset=None):
         if self.eval_collator is None:
