@@ -52,7 +52,7 @@ class ImageClassification(Objective):
     """Cross-entropy with label smoothing, mixup / cutmix and random erasing in training; plain CE in evaluation."""
 
     def __init__(self, zoo_args, image_size: int, num_labels: int, mean: float, std: float):
-        self.mean, self.std = mean, std
+        self.mean, self.std, self.image_size = mean, std, image_size
         self.augment = (augment.supervised_augment(image_size, zoo_args.crop_scale_min, zoo_args.hflip,
                                                    zoo_args.random_erasing) if zoo_args.augment else None)
         self.mixer = augment.BatchMixer(num_labels, zoo_args.label_smoothing, zoo_args.mixup_alpha,
@@ -60,17 +60,16 @@ class ImageClassification(Objective):
 
     def training_loss(self, model, inputs):
         images, labels = augment.to_unit(inputs["pixel_values"]), inputs["labels"]
-        if self.augment is not None:
-            images = self.augment(images)
+        images = self.augment(images) if self.augment is not None else augment.resize(images, self.image_size)
         images, targets = self.mixer(images, labels)
         logits = model(pixel_values=augment.normalize(images, self.mean, self.std)).logits
-        loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+        loss = F.cross_entropy(logits.float(), targets)  # soft targets
         correct = (logits.argmax(-1) == targets.argmax(-1)).sum()
         return loss, correct, labels.shape[0]
 
     def eval_step(self, model, inputs):
-        images = augment.normalize(augment.to_unit(inputs["pixel_values"]), self.mean, self.std)
-        logits = model(pixel_values=images).logits
+        images = augment.resize(augment.to_unit(inputs["pixel_values"]), self.image_size)
+        logits = model(pixel_values=augment.normalize(images, self.mean, self.std)).logits
         return F.cross_entropy(logits.float(), inputs["labels"]), logits.argmax(-1), inputs["labels"]
 
 
