@@ -21,6 +21,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 
 from zoo import augment, layout
+from zoo.losses import linear_cross_entropy
 from zoo.models import stock_model
 
 RESUME_WEIGHTS = "resume_model.safetensors"
@@ -113,24 +114,44 @@ class Contrastive(Objective):
 
 
 class CausalLM(Objective):
-    """Next-token cross-entropy on packed blocks; accuracy is next-token top-1, perplexity is exp(loss)."""
+    """Next-token cross-entropy on packed blocks; accuracy is next-token top-1, perplexity is exp(loss).
+
+    The model returns its last hidden states only; `linear_cross_entropy` projects them onto the vocabulary chunk by
+    chunk, so the full-vocabulary logits (and their fp32 copy, and a separate argmax pass) never exist."""
 
     perplexity = True
 
-    def _logits_loss(self, model, inputs):
-        logits = model(input_ids=inputs["input_ids"]).logits[:, :-1].float()
+    def _loss(self, model, inputs):
+        head = getattr(unwrap(model), "lm_head", None)
         labels = inputs["labels"][:, 1:]
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-        return logits, labels, loss
+        if not isinstance(head, nn.Linear) or head.bias is not None:  # another head: the plain computation
+            logits = model(input_ids=inputs["input_ids"]).logits[:, :-1].float()
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+            predictions = logits.argmax(-1)
+            return loss, ((predictions == labels) & (labels != -100)).sum(), predictions
+        no_logits = torch.zeros(0, dtype=torch.long, device=inputs["input_ids"].device)
+        hidden = model(input_ids=inputs["input_ids"], logits_to_keep=no_logits, output_hidden_states=True)\
+            .hidden_states[-1][:, :-1]
+        loss, hits, predictions = linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), head.weight,
+                                                       labels.reshape(-1))
+        return loss, hits, predictions.view(labels.shape)
 
     def training_loss(self, model, inputs):
-        logits, labels, loss = self._logits_loss(model, inputs)
-        mask = labels != -100
-        return loss, ((logits.argmax(-1) == labels) & mask).sum(), mask.sum()
+        loss, hits, _ = self._loss(model, inputs)
+        return loss, hits, (inputs["labels"][:, 1:] != -100).sum()
 
     def eval_step(self, model, inputs):
-        logits, labels, loss = self._logits_loss(model, inputs)
-        return loss, logits.argmax(-1), labels
+        loss, _, predictions = self._loss(model, inputs)
+        return loss, predictions, inputs["labels"][:, 1:]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DDP / torch.compile wrappers (whose parameters are the same tensors)."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
 
 
 class MaskedLM(Objective):
