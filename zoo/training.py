@@ -205,6 +205,18 @@ def accuracy_metrics(extra_metrics: list | None = None):
 # ---------------------------------------------------------------- the trainer
 
 
+def _cache_lomo_check() -> None:
+    """accelerate's optimizer step asks twice per step whether `lomo_optim` is installed, each time a `find_spec`
+    scan of sys.path (milliseconds on a busy file system); the answer does not change while a process runs."""
+    import functools
+
+    from accelerate import optimizer as accelerate_optimizer
+
+    check = accelerate_optimizer.is_lomo_available
+    if not hasattr(check, "cache_info"):
+        accelerate_optimizer.is_lomo_available = functools.cache(check)
+
+
 class ZooTrainer(Trainer):
     """Trainer with a zoo objective, device-side epoch statistics and optional per-trial member plans."""
 
@@ -226,6 +238,7 @@ class ZooTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self._tensor_data: dict[int, Any] = {}  # id(datasets.Dataset) -> its TensorBatches (or None)
         self._flops_per_input: int | None = None
+        _cache_lomo_check()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, correct, count = self.zoo_objective.training_loss(model, inputs)
