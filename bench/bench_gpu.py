@@ -282,9 +282,10 @@ def main() -> None:
     parser.add_argument("--cpu", action="store_true", help="the tiny configs on the CPU")
     parser.add_argument("--only", default="vit,simclr,gpt2", help="comma-separated: vit, simclr, gpt2")
     parser.add_argument("--warmup", type=int, default=None, help="steps before timing (default 15 GPU, 5 CPU)")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 30 GPU, 20 CPU)")
+    parser.add_argument("--compile", action="store_true", help="--cpu: also the compiled rows")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 30 GPU, 40 CPU)")
     parser.add_argument("--repeats", type=int, default=None, help="repeat each row, report the median "
-                                                                  "(default 1 GPU, 3 CPU)")
+                                                                  "(default 1 GPU, 5 CPU)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default 1 with --cpu)")
     parser.add_argument("--wall", action="store_true", help="--cpu: time by the wall clock, not CPU time")
     parser.add_argument("--budget", type=float, default=330.0, help="seconds after which rows are skipped")
@@ -292,8 +293,8 @@ def main() -> None:
     start = time.time()
     cpu = opts.cpu or not torch.cuda.is_available()
     warmup = opts.warmup if opts.warmup is not None else (5 if cpu else 15)
-    steps = opts.steps or (20 if cpu else 30)
-    repeats = opts.repeats or (3 if cpu else 1)
+    steps = opts.steps or (40 if cpu else 30)
+    repeats = opts.repeats or (5 if cpu else 1)
     global CLOCK
     if cpu:
         torch.set_num_threads(opts.threads or 1)
@@ -307,8 +308,10 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device: {device_name}; torch {torch.__version__}; threads {torch.get_num_threads()}; "
           f"load {load:.1f}; clock {CLOCK.__name__}; warmup {warmup}, timed steps {steps}, repeats {repeats}", flush=True)
-    if cpu:  # no compile rows on the CPU by default (see README: compile does not pay for the tiny configs)
+    if cpu:  # compile rows on the CPU only when asked (compiling takes minutes on 2 cores)
         rows = ["ceiling eager", "objective eager", "plain eager", "trainer eager"]
+        if opts.compile:
+            rows += ["ceiling compiled", "plain compiled", "trainer compiled"]
     else:
         rows = ["ceiling eager", "ceiling compiled", "objective compiled", "plain compiled", "trainer compiled",
                 "trainer eager"]
@@ -330,8 +333,9 @@ def report(workload: str, samples: dict[str, list], cpu: bool) -> None:
     for name, rows in samples.items():
         mfu = rows[0].mfu
         mfu_text = "" if mfu is None else f"  MFU {100 * statistics.median(r.mfu for r in rows):5.1f}%"
-        rate = median[name] * (2 if workload == "simclr" else 1)
-        spread = "" if len(rows) < 2 else f"  (runs: {', '.join(f'{r.units:.0f}' for r in rows)})"
+        scale = 2 if workload == "simclr" else 1
+        rate = median[name] * scale
+        spread = "" if len(rows) < 2 else f"  (runs: {', '.join(f'{scale * r.units:.0f}' for r in rows)})"
         print(f"  {name:20s} {rate:12,.0f} {unit}{mfu_text}{spread}")
     ratios = []
     for trainer, plain in (("trainer eager", "plain eager"), ("trainer compiled", "plain compiled")):

@@ -239,6 +239,11 @@ class ZooTrainer(Trainer):
         self._tensor_data: dict[int, Any] = {}  # id(datasets.Dataset) -> its TensorBatches (or None)
         self._flops_per_input: int | None = None
         _cache_lomo_check()
+        plugin = getattr(self.accelerator.state, "dynamo_plugin", None)
+        if self.args.torch_compile and plugin is not None:
+            # static shapes: the last (smaller) batch of an epoch gets its own graph once, instead of turning every
+            # step into a slower dynamic-shape graph
+            plugin.dynamic = False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, correct, count = self.zoo_objective.training_loss(model, inputs)
@@ -315,6 +320,9 @@ class ZooTrainer(Trainer):
             self.data_collator = train_collator
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # evaluation runs the uncompiled module: its batch sizes and eval mode would each cost a recompile of the
+        # training graph, for a few batches per epoch
+        model = getattr(model, "_orig_mod", model)
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
             loss, predictions, labels = self.zoo_objective.eval_step(model, inputs)
