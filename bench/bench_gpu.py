@@ -251,7 +251,8 @@ def measure(workload: str, cpu: bool, warmup: int, steps: int, rows: list[str], 
     with tempfile.TemporaryDirectory() as workdir:
         run, args = make_run(workload, cpu, warmup + steps, False, workdir)
         batch = args.training.per_device_train_batch_size
-        tokens = args.data.block_size if not run.image_size else (args.model.image_size // args.model.patch_size) ** 2 + 1
+        patches = (args.model.image_size // args.model.patch_size) ** 2
+        tokens = patches + 1 if run.image_size else args.data.block_size
         unit = args.data.block_size if not run.image_size else 1
         views = 2 if workload == "simclr" else 1
         flops = None
@@ -307,7 +308,8 @@ def main() -> None:
     device_name = "CPU" if cpu else torch.cuda.get_device_name(0)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device: {device_name}; torch {torch.__version__}; threads {torch.get_num_threads()}; "
-          f"load {load:.1f}; clock {CLOCK.__name__}; warmup {warmup}, timed steps {steps}, repeats {repeats}", flush=True)
+          f"load {load:.1f}; clock {CLOCK.__name__}; warmup {warmup}, timed steps {steps}, repeats {repeats}",
+          flush=True)
     if cpu:  # compile rows on the CPU only when asked (compiling takes minutes on 2 cores)
         rows = ["ceiling eager", "objective eager", "plain eager", "trainer eager"]
         if opts.compile:
