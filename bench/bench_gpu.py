@@ -40,15 +40,19 @@ CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
 # dense bf16 tensor-core peaks (TFLOP/s) by device-name fragment
 PEAKS = {"H200": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
+# seconds a compiled GPU row may take (compile + timed steps): such a row starts only when they are left
+ROW_SECONDS_COMPILED = 60
+
 # workload -> (member kind, CPU config, GPU config, overrides on GPU)
 WORKLOADS = {
     "vit": ("vit-pretrain", "vision/pretrain_supervised_tiny.yaml", "vision/pretrain_supervised_vit_s16.yaml",
-            {"dataset": "embedded:mnist5k", "test_split": None, "max_train_samples": 4096, "max_eval_samples": 256}),
+            {"dataset": "embedded:mnist5k", "test_split": None, "max_train_samples": 2048, "max_eval_samples": 256}),
     "simclr": ("vit-pretrain", "vision/pretrain_contrastive_tiny.yaml", "vision/pretrain_contrastive_vit_s16.yaml",
-               {"dataset": "embedded:mnist5k", "test_split": None, "max_train_samples": 4096,
+               {"dataset": "embedded:mnist5k", "test_split": None, "max_train_samples": 2048,
                 "max_eval_samples": 256}),
     "gpt2": ("lm-pretrain", "language/pretrain_tiny.yaml", "language/pretrain_gpt2_124m.yaml",
              {"dataset": "embedded:bbcnews", "tokenizer_name": None, "vocab_size": 50257, "max_eval_samples": 16,
+              "test_fraction": 0.05, "validation_fraction": 0.05, "preprocessing_num_workers": None,
               "per_device_train_batch_size": 32, "gradient_accumulation_steps": 1}),
 }
 
@@ -76,14 +80,15 @@ def sync(device: torch.device) -> None:
 # ---------------------------------------------------------------- setup
 
 
-def make_run(workload: str, cpu: bool, steps: int, compile_model: bool, workdir: str):
+def make_run(workload: str, cpu: bool, steps: int, compile_model: bool, workdir: str, bf16: bool | None = None):
     kind, cpu_config, gpu_config, gpu_overrides = WORKLOADS[workload]
     config = yaml.safe_load((CONFIGS / (cpu_config if cpu else gpu_config)).read_text())
     if not cpu:
         config.update(gpu_overrides)
     config.pop("num_train_epochs", None)
     config.update(output_dir=workdir, max_steps=steps, eval_strategy="no", save_strategy="no",
-                  logging_strategy="no", disable_tqdm=True, use_cpu=cpu, bf16=not cpu, torch_compile=compile_model,
+                  logging_strategy="no", disable_tqdm=True, use_cpu=cpu,
+                  bf16=not cpu if bf16 is None else bf16, torch_compile=compile_model,
                   dataloader_num_workers=0, dataloader_drop_last=True, report_to="none")
     config = {k: v for k, v in config.items() if v is not None}
     args = Arguments(*parse_config(config))
@@ -255,12 +260,16 @@ def measure(workload: str, cpu: bool, warmup: int, steps: int, rows: list[str], 
         tokens = patches + 1 if run.image_size else args.data.block_size
         unit = args.data.block_size if not run.image_size else 1
         views = 2 if workload == "simclr" else 1
+        size = f"vocabulary {len(run.processing_class)}, block {args.data.block_size}" if not run.image_size else \
+            f"{args.model.image_size} px, patch {args.model.patch_size}"
+        print(f"{workload}: {args.model.hidden_size} wide, {args.model.num_hidden_layers} layers, {size}, batch "
+              f"{batch}, {len(run.data.splits['train'])} training samples", flush=True)
         flops = None
         for name in rows:
-            if time.time() > budget_end:
-                print(f"  {name}: skipped (time budget)")
-                continue
             compiled = name.endswith("compiled")
+            if time.time() > budget_end - (ROW_SECONDS_COMPILED if compiled and not cpu else 0):
+                print(f"  {workload} {name}: skipped (time budget)", flush=True)
+                continue
             run_c, args_c = (make_run(workload, cpu, warmup + steps, True, workdir) if compiled and
                              name.startswith("trainer") else (run, args))
             if name.startswith("ceiling"):
@@ -281,7 +290,7 @@ def measure(workload: str, cpu: bool, warmup: int, steps: int, rows: list[str], 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", action="store_true", help="the tiny configs on the CPU")
-    parser.add_argument("--only", default="vit,simclr,gpt2", help="comma-separated: vit, simclr, gpt2")
+    parser.add_argument("--only", default="vit,gpt2,simclr", help="comma-separated: vit, gpt2, simclr")
     parser.add_argument("--warmup", type=int, default=None, help="steps before timing (default 15 GPU, 5 CPU)")
     parser.add_argument("--compile", action="store_true", help="--cpu: also the compiled rows")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 30 GPU, 40 CPU)")
@@ -331,7 +340,7 @@ def main() -> None:
 def report(workload: str, samples: dict[str, list], cpu: bool) -> None:
     unit = "tok/s" if workload == "gpt2" else ("img/s per view" if workload == "simclr" else "img/s")
     median = {name: statistics.median(r.units for r in rows) for name, rows in samples.items()}
-    print(f"{workload}:")
+    print(f"{workload} (median of {len(next(iter(samples.values())))}):")
     for name, rows in samples.items():
         mfu = rows[0].mfu
         mfu_text = "" if mfu is None else f"  MFU {100 * statistics.median(r.mfu for r in rows):5.1f}%"
