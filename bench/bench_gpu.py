@@ -249,7 +249,8 @@ def bench_trainer(run, args, device, warmup: int, steps: int):
 # ---------------------------------------------------------------- driver
 
 
-def measure(workload: str, cpu: bool, warmup: int, steps: int, rows: list[str], budget_end: float):
+def measure(workload: str, cpu: bool, warmup: int, steps: int, rows: list[str], budget_end: float,
+            describe: bool = True):
     device = torch.device("cpu" if cpu else "cuda")
     peak = peak_flops(device)
     results: dict[str, Row] = {}
@@ -262,8 +263,9 @@ def measure(workload: str, cpu: bool, warmup: int, steps: int, rows: list[str], 
         views = 2 if workload == "simclr" else 1
         size = f"vocabulary {len(run.processing_class)}, block {args.data.block_size}" if not run.image_size else \
             f"{args.model.image_size} px, patch {args.model.patch_size}"
-        print(f"{workload}: {args.model.hidden_size} wide, {args.model.num_hidden_layers} layers, {size}, batch "
-              f"{batch}, {len(run.data.splits['train'])} training samples", flush=True)
+        if describe:
+            print(f"{workload}: {args.model.hidden_size} wide, {args.model.num_hidden_layers} layers, {size}, batch "
+                  f"{batch}, {len(run.data.splits['train'])} training samples", flush=True)
         flops = None
         for name in rows:
             compiled = name.endswith("compiled")
@@ -331,7 +333,8 @@ def main() -> None:
         samples: dict[str, list[Row]] = {}
         for repeat in range(repeats):
             order = rows if repeat % 2 == 0 else list(reversed(rows))  # alternate the order against drift
-            for name, row in measure(workload, cpu, warmup, steps, order, budget_end).items():
+            for name, row in measure(workload, cpu, warmup, steps, order, budget_end,
+                                             describe=repeat == 0).items():
                 samples.setdefault(name, []).append(row)
         report(workload, samples, cpu)
         print(f"  (elapsed {time.time() - start:.0f} s)", flush=True)
