@@ -324,7 +324,7 @@ def main() -> None:
     if cpu:  # compile rows on the CPU only when asked (compiling takes minutes on 2 cores)
         rows = ["ceiling eager", "objective eager", "plain eager", "trainer eager"]
         if opts.compile:
-            rows += ["ceiling compiled", "plain compiled", "trainer compiled"]
+            rows += ["ceiling compiled", "objective compiled", "plain compiled", "trainer compiled"]
     else:
         rows = ["ceiling eager", "ceiling compiled", "objective compiled", "plain compiled", "trainer compiled",
                 "trainer eager"]
