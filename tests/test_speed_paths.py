@@ -13,7 +13,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, ViTConfig, ViTForImageClas
 
 from zoo import augment
 from zoo.data import embedded
-from zoo.data.device import collate_batch, tensor_batches
+from zoo.data.device import cached_tensor_batches, collate_batch, tensor_batches
 from zoo.losses import linear_cross_entropy, reference_cross_entropy
 from zoo.models import apply_init
 from zoo.training import CausalLM, ImageClassification, unwrap
@@ -206,3 +206,11 @@ def test_supervised_recipe_still_learns_mnist():
         loss, predictions, _ = objective.eval_step(model.eval(), {"pixel_values": pixels, "labels": targets})
     accuracy = float((predictions == targets).float().mean())
     assert last < first - 0.3 and accuracy > 0.4 and math.isfinite(float(loss)), (first, last, accuracy)
+
+
+def test_members_share_the_tensors_of_the_same_split():
+    images = _image_dataset()
+    first = cached_tensor_batches(images, torch.device("cpu"))
+    assert cached_tensor_batches(images, torch.device("cpu")) is first
+    subset = cached_tensor_batches(images.select(range(10)), torch.device("cpu"))
+    assert subset is not first and len(subset) == 10

@@ -273,11 +273,8 @@ class ZooTrainer(Trainer):
                 or self.args.remove_unused_columns:
             return None
         key = id(dataset)
-        if key not in self._tensor_data:
-            batches = device_data.tensor_batches(dataset)
-            if batches is not None and device_data.fits_on_device(batches, self.args.device):
-                batches = batches.to(self.args.device)
-            self._tensor_data[key] = (dataset, batches)  # the dataset is kept so that its id stays unique
+        if key not in self._tensor_data:  # the dataset is kept with it so that its id stays unique
+            self._tensor_data[key] = (dataset, device_data.cached_tensor_batches(dataset, self.args.device))
         return self._tensor_data[key][1]
 
     def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False,

@@ -100,6 +100,28 @@ def tensor_batches(dataset, max_bytes: int = MAX_HOST_BYTES) -> TensorBatches | 
     return TensorBatches(columns)
 
 
+_CACHE: dict[tuple, TensorBatches | None] = {}
+CACHE_ENTRIES = 4  # data sets kept per process (a zoo's members share their splits)
+
+
+def cached_tensor_batches(dataset, device: torch.device) -> TensorBatches | None:
+    """`tensor_batches` of a data set, moved to `device` when it fits there; made once per process for every
+    member that trains on the same splits (keyed by the data set's fingerprint and format)."""
+    fingerprint = getattr(dataset, "_fingerprint", None)
+    key = (fingerprint, repr(getattr(dataset, "format", None)), len(dataset) if fingerprint else id(dataset),
+           str(device))
+    if fingerprint is None or key not in _CACHE:
+        batches = tensor_batches(dataset)
+        if batches is not None and fits_on_device(batches, device):
+            batches = batches.to(device)
+        if fingerprint is None:
+            return batches
+        while len(_CACHE) >= CACHE_ENTRIES:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = batches
+    return _CACHE[key]
+
+
 def fits_on_device(batches: TensorBatches, device: torch.device) -> bool:
     """Whether a data set may live on `device`: a GPU whose free memory it uses at most `DEVICE_SHARE` of."""
     if device.type != "cuda":
