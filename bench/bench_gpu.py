@@ -360,10 +360,9 @@ def report(workload: str, samples: dict[str, list], cpu: bool) -> None:
     for a, b in (("ceiling compiled", "ceiling eager"), ("trainer compiled", "trainer eager")):
         if a in median and b in median:
             ratios.append(f"{a.split()[0]} compiled/eager {median[a] / median[b]:.3f}")
-    if "objective compiled" in median and "ceiling compiled" in median:
-        ratios.append(f"objective/ceiling {median['objective compiled'] / median['ceiling compiled']:.3f}")
-    if "objective eager" in median and "ceiling eager" in median:
-        ratios.append(f"objective/ceiling {median['objective eager'] / median['ceiling eager']:.3f}")
+    for mode in ("eager", "compiled"):
+        if f"objective {mode}" in median and f"ceiling {mode}" in median:
+            ratios.append(f"objective/ceiling ({mode}) {median[f'objective {mode}'] / median[f'ceiling {mode}']:.3f}")
     print("  " + "; ".join(ratios), flush=True)
 
 
