@@ -25,6 +25,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 
 from zoo import augment, layout
+from zoo.losses import linear_cross_entropy
 from zoo.models import stock_model
 
 RESUME_WEIGHTS = "resume_model.safetensors"
@@ -120,7 +121,7 @@ class ImageClassification(Objective):
     """Cross-entropy with label smoothing, mixup / cutmix and random erasing in training; plain CE in evaluation."""
 
     def __init__(self, zoo_args, image_size: int, num_labels: int, mean: float, std: float):
-        self.mean, self.std = mean, std
+        self.mean, self.std, self.image_size = mean, std, image_size
         self.augment = (augment.supervised_augment(image_size, zoo_args.crop_scale_min, zoo_args.hflip,
                                                    zoo_args.random_erasing) if zoo_args.augment else None)
         self.mixer = augment.BatchMixer(num_labels, zoo_args.label_smoothing, zoo_args.mixup_alpha,
@@ -128,17 +129,16 @@ class ImageClassification(Objective):
 
     def training_loss(self, model, inputs):
         images, labels = augment.to_unit(inputs["pixel_values"]), inputs["labels"]
-        if self.augment is not None:
-            images = self.augment(images)
+        images = self.augment(images) if self.augment is not None else augment.resize(images, self.image_size)
         images, targets = self.mixer(images, labels)
         logits = model(pixel_values=augment.normalize(images, self.mean, self.std)).logits
-        loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+        loss = F.cross_entropy(logits.float(), targets)  # soft targets
         correct = (logits.argmax(-1) == targets.argmax(-1)).sum()
         return loss, correct, labels.shape[0]
 
     def eval_step(self, model, inputs):
-        images = augment.normalize(augment.to_unit(inputs["pixel_values"]), self.mean, self.std)
-        logits = model(pixel_values=images).logits
+        images = augment.resize(augment.to_unit(inputs["pixel_values"]), self.image_size)
+        logits = model(pixel_values=augment.normalize(images, self.mean, self.std)).logits
         return F.cross_entropy(logits.float(), inputs["labels"]), logits.argmax(-1), inputs["labels"]
 
 
@@ -183,24 +183,44 @@ class Contrastive(Objective):
 
 
 class CausalLM(Objective):
-    """Next-token cross-entropy on packed blocks; accuracy is next-token top-1, perplexity is exp(loss)."""
+    """Next-token cross-entropy on packed blocks; accuracy is next-token top-1, perplexity is exp(loss).
+
+    The model returns its last hidden states only; `linear_cross_entropy` projects them onto the vocabulary chunk by
+    chunk, so the full-vocabulary logits (and their fp32 copy, and a separate argmax pass) never exist."""
 
     perplexity = True
 
-    def _logits_loss(self, model, inputs):
-        logits = model(input_ids=inputs["input_ids"]).logits[:, :-1].float()
+    def _loss(self, model, inputs):
+        head = getattr(unwrap(model), "lm_head", None)
         labels = inputs["labels"][:, 1:]
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-        return logits, labels, loss
+        if not isinstance(head, nn.Linear) or head.bias is not None:  # another head: the plain computation
+            logits = model(input_ids=inputs["input_ids"]).logits[:, :-1].float()
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+            predictions = logits.argmax(-1)
+            return loss, ((predictions == labels) & (labels != -100)).sum(), predictions
+        no_logits = torch.zeros(0, dtype=torch.long, device=inputs["input_ids"].device)
+        hidden = model(input_ids=inputs["input_ids"], logits_to_keep=no_logits, output_hidden_states=True)\
+            .hidden_states[-1][:, :-1]
+        loss, hits, predictions = linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), head.weight,
+                                                       labels.reshape(-1))
+        return loss, hits, predictions.view(labels.shape)
 
     def training_loss(self, model, inputs):
-        logits, labels, loss = self._logits_loss(model, inputs)
-        mask = labels != -100
-        return loss, ((logits.argmax(-1) == labels) & mask).sum(), mask.sum()
+        loss, hits, _ = self._loss(model, inputs)
+        return loss, hits, (inputs["labels"][:, 1:] != -100).sum()
 
     def eval_step(self, model, inputs):
-        logits, labels, loss = self._logits_loss(model, inputs)
-        return loss, logits.argmax(-1), labels
+        loss, _, predictions = self._loss(model, inputs)
+        return loss, predictions, inputs["labels"][:, 1:]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DDP / torch.compile wrappers (whose parameters are the same tensors)."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
 
 
 class MaskedLM(Objective):
@@ -254,6 +274,18 @@ def accuracy_metrics(extra_metrics: list | None = None):
 # ---------------------------------------------------------------- the trainer
 
 
+def _cache_lomo_check() -> None:
+    """accelerate's optimizer step asks twice per step whether `lomo_optim` is installed, each time a `find_spec`
+    scan of sys.path (milliseconds on a busy file system); the answer does not change while a process runs."""
+    import functools
+
+    from accelerate import optimizer as accelerate_optimizer
+
+    check = accelerate_optimizer.is_lomo_available
+    if not hasattr(check, "cache_info"):
+        accelerate_optimizer.is_lomo_available = functools.cache(check)
+
+
 class ZooTrainer(Trainer):
     """Trainer with a zoo objective, device-side epoch statistics and optional per-trial member plans."""
 
@@ -273,6 +305,16 @@ class ZooTrainer(Trainer):
         self._epoch_count: torch.Tensor | int = 0
         if member_writer is not None:
             member_writer.trainer = self
+        # the objectives take their own means: no per-step count of label tokens for a loss we do not ask for
+        self.model_accepts_loss_kwargs = False
+        self._tensor_data: dict[int, Any] = {}  # id(datasets.Dataset) -> its TensorBatches (or None)
+        self._flops_per_input: int | None = None
+        _cache_lomo_check()
+        plugin = getattr(self.accelerator.state, "dynamo_plugin", None)
+        if self.args.torch_compile and plugin is not None:
+            # static shapes: the last (smaller) batch of an epoch gets its own graph once, instead of turning every
+            # step into a slower dynamic-shape graph
+            plugin.dynamic = False
 
     def _get_dataloader(self, *args, **kwargs):
         # pinned host memory helps CUDA copies only; without CUDA torch warns at every epoch. Set here, after the
@@ -288,6 +330,58 @@ class ZooTrainer(Trainer):
         self._epoch_count = self._epoch_count + count
         return (loss, None) if return_outputs else loss
 
+    def floating_point_ops(self, inputs):
+        # the Trainer counts the parameters again every step; the count does not change
+        if self._flops_per_input is None:
+            model = self.accelerator.unwrap_model(self.model)
+            self._flops_per_input = 6 * model.num_parameters(exclude_embeddings=True) \
+                if hasattr(model, "num_parameters") else 0
+        main_input = getattr(self.model, "main_input_name", "input_ids")
+        return self._flops_per_input * inputs[main_input].numel() if main_input in inputs else 0
+
+    def _tensor_batches(self, dataset):
+        """The data set as `TensorBatches` (on the GPU when it fits) when its batches are plain stacks of fixed-shape
+        columns, else None (custom transforms, padding or masking collators, other samplers keep the row path)."""
+        from transformers.data.data_collator import default_data_collator
+
+        from zoo.data import device as device_data
+
+        if self.data_collator is not default_data_collator or self.args.train_sampling_strategy != "random" \
+                or self.args.remove_unused_columns:
+            return None
+        key = id(dataset)
+        if key not in self._tensor_data:  # the dataset is kept with it so that its id stays unique
+            self._tensor_data[key] = (dataset, device_data.cached_tensor_batches(dataset, self.args.device))
+        return self._tensor_data[key][1]
+
+    def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False,
+                        dataloader_key=None):
+        batches = self._tensor_batches(dataset)
+        if batches is None:
+            return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
+        from functools import partial
+
+        from torch.utils.data import DataLoader
+        from transformers.trainer_utils import seed_worker
+
+        from zoo.data.device import collate_batch
+
+        args, on_host = self.args, batches.device.type == "cpu"
+        workers = args.dataloader_num_workers if on_host else 0  # device tensors stay in this process
+        params: dict[str, Any] = {"batch_size": batch_size, "collate_fn": collate_batch, "num_workers": workers,
+                                  "pin_memory": args.dataloader_pin_memory and on_host,
+                                  "drop_last": args.dataloader_drop_last}
+        if workers:
+            params.update(persistent_workers=args.dataloader_persistent_workers,
+                          prefetch_factor=args.dataloader_prefetch_factor,
+                          multiprocessing_context=args.dataloader_multiprocessing_context)
+        sampler = sampler_fn(dataset) if sampler_fn is not None else None  # the same order as the row path
+        if sampler is not None:
+            params["sampler"] = sampler
+        if is_training:
+            params["worker_init_fn"] = partial(seed_worker, num_workers=workers, rank=args.process_index)
+        return self.accelerator.prepare(DataLoader(batches, **params))
+
     def get_eval_dataloader(self, eval_dataset=None):
         if self.eval_collator is None:
             return super().get_eval_dataloader(eval_dataset)
@@ -300,6 +394,9 @@ class ZooTrainer(Trainer):
             self.data_collator = train_collator
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # evaluation runs the uncompiled module: its batch sizes and eval mode would each cost a recompile of the
+        # training graph, for a few batches per epoch
+        model = getattr(model, "_orig_mod", model)
         inputs = self._prepare_inputs(inputs)
         real = self._real_rows(inputs)
         if real is not None:  # a padded last batch: loss and metrics of its real rows only
