@@ -220,11 +220,12 @@ def _run_cli(*argv):
     (["--mode", "dreaming"], "dreaming"),
     (["--dataset", "/nonexistent/folder"], "/nonexistent/folder"),
 ])
-def test_bad_input_is_one_clear_line(tmp_path, extra, needle):
-    result = _run_cli("recipes/pretrain_vit.py", "--config", "recipes/configs/vision/pretrain_supervised_tiny.yaml",
-                      "--output_dir", str(tmp_path), *extra)
-    assert result.returncode == 2
-    last = result.stderr.strip().splitlines()[-1]
+def test_bad_input_is_one_clear_line(tmp_path, capsys, extra, needle):
+    # in process (the recipe scripts are `sys.exit(recipe_main(kind))`; test_bad_config_file_keys runs one)
+    code = recipe_main("vit-pretrain", ["--config", str(CONFIGS / "vision/pretrain_supervised_tiny.yaml"),
+                                        "--output_dir", str(tmp_path), *extra])
+    assert code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error:") and needle in last
     assert not [m for m in layout.scan_members(tmp_path) if m.is_complete()]
 
@@ -237,22 +238,22 @@ def test_bad_config_file_keys(tmp_path):
     assert not (tmp_path / "o").exists() or not layout.scan_members(tmp_path / "o")
 
 
-def test_bad_pretrained_paths(tmp_path, vit_parents, lm_parent):
+def test_bad_pretrained_paths(tmp_path, capsys, vit_parents, lm_parent):
     vit_ckpt = str(vit_parents["vit-supervised"].checkpoint_dir())
     cases = [
-        ("recipes/finetune_vit.py", "recipes/configs/vision/finetune_tiny.yaml", str(tmp_path), "not a checkpoint"),
-        ("recipes/finetune_vit.py", "recipes/configs/vision/finetune_tiny.yaml", str(lm_parent.checkpoint_dir()),
-         "'gpt2' checkpoint"),
-        ("recipes/finetune_lm.py", "recipes/configs/language/finetune_tiny.yaml", vit_ckpt, "'vit' checkpoint"),
-        ("recipes/finetune_vit.py", "recipes/configs/vision/finetune_tiny.yaml",
+        ("vit-finetune", CONFIGS / "vision/finetune_tiny.yaml", str(tmp_path), "not a checkpoint"),
+        ("vit-finetune", CONFIGS / "vision/finetune_tiny.yaml", str(lm_parent.checkpoint_dir()), "'gpt2' checkpoint"),
+        ("lm-finetune", CONFIGS / "language/finetune_tiny.yaml", vit_ckpt, "'vit' checkpoint"),
+        ("vit-finetune", CONFIGS / "vision/finetune_tiny.yaml",
          str(vit_parents["vit-supervised"].path), "member folder"),
     ]
-    for script, config, pretrained, needle in cases:
-        result = _run_cli(script, "--config", config, "--pretrained", pretrained, "--output_dir",
-                          str(tmp_path / "ft"))
-        assert result.returncode == 2, result.stderr[-500:]
-        assert needle in result.stderr.strip().splitlines()[-1]
-        assert pretrained in result.stderr
+    for kind, config, pretrained, needle in cases:
+        code = recipe_main(kind, ["--config", str(config), "--pretrained", pretrained,
+                                  "--output_dir", str(tmp_path / "ft")])
+        err = capsys.readouterr().err
+        assert code == 2, err[-500:]
+        assert needle in err.strip().splitlines()[-1]
+        assert pretrained in err
 
 
 def test_local_datasets_with_named_columns(tmp_path, vit_parents, lm_parent):
