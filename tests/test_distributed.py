@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from safetensors.numpy import load_file
+from test_recipes import only_member, weights  # noqa: E402
 
 from zoo import layout
 from zoo.runs import recipe_main
@@ -66,16 +66,6 @@ def jobs(out: Path) -> list[dict]:
          "argv": [*PLAIN_VIT, "--per_device_train_batch_size", "32", "--num_train_epochs", "1",
                   "--output_dir", str(out / "nan")]},
     ]
-
-
-def only_member(folder: Path) -> layout.MemberInfo:
-    members = layout.scan_members(folder)
-    assert len(members) == 1, [m.relpath for m in members]
-    return members[0]
-
-
-def weights(checkpoint: Path) -> dict:
-    return load_file(str(checkpoint / "model.safetensors"))
 
 
 def _rank_pids(launcher: subprocess.Popen, deadline: float) -> dict[int, int]:

@@ -13,7 +13,6 @@ objective in `zoo.training` — see the masked-LM (BERT) kinds below.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -453,7 +452,3 @@ def check_common(kind: MemberKind, args: Arguments) -> None:
         kind.check(args)
     except KindError as err:
         raise ConfigError(str(err)) from None
-
-
-def recipe_path(kind: MemberKind) -> Path:
-    return Path(__file__).resolve().parents[1] / "recipes" / kind.script

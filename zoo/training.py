@@ -106,7 +106,6 @@ class Objective:
     """Training loss and evaluation step of one member kind."""
 
     metric = "acc"  # the accuracy-like metric reported as train_<metric> / test_<metric>
-    perplexity = False
 
     def training_loss(self, model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | int]:
         """(mean loss, number correct, number counted): tensors stay on the device, a count may be a plain int."""
@@ -188,8 +187,6 @@ class CausalLM(Objective):
     The model returns its last hidden states only; `linear_cross_entropy` projects them onto the vocabulary chunk by
     chunk, so the full-vocabulary logits (and their fp32 copy, and a separate argmax pass) never exist."""
 
-    perplexity = True
-
     def _loss(self, model, inputs):
         head = getattr(unwrap(model), "lm_head", None)
         labels = inputs["labels"][:, 1:]
@@ -226,8 +223,6 @@ def unwrap(model: nn.Module) -> nn.Module:
 class MaskedLM(Objective):
     """Masked-token cross-entropy (the collator masks and sets labels to -100 elsewhere); accuracy is top-1 on the
     masked tokens, perplexity is exp(loss)."""
-
-    perplexity = True
 
     def _logits_loss(self, model, inputs):
         logits = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).logits.float()
