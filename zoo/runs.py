@@ -208,12 +208,15 @@ class MemberRun:
         extras = [self.processing_class] if self.processing_class is not None else []
         return MemberWriter(member_dir, config["checkpoints"], extras, perplexity=self.kind.perplexity)
 
-    def trainer(self, args: Arguments, writer: MemberWriter | None, trainer_class: type = ZooTrainer) -> ZooTrainer:
+    def trainer(self, args: Arguments, writer: MemberWriter | None, trainer_class: type = ZooTrainer,
+                model: torch.nn.Module | None = None, **extra) -> ZooTrainer:
+        """The member's trainer; it builds its model when training starts, unless given one (a pack's member)."""
         splits = self.data.splits
         train = splits["train"]
         train_eval = train.select(range(min(len(train), len(splits["test"]))))
         return trainer_class(
-            model_init=lambda trial=None: self.build_model(args),
+            model=model,
+            model_init=None if model is not None else (lambda trial=None: self.build_model(args)),
             args=args.training,
             train_dataset=train,
             eval_dataset=splits["test"],
@@ -224,6 +227,7 @@ class MemberRun:
             member_writer=writer,
             train_eval_dataset=train_eval,
             eval_collator=self.eval_collator,
+            **extra,
         )
 
     @property

@@ -103,13 +103,25 @@ def isolated_rng() -> Iterator[None]:
 
 
 class Objective:
-    """Training loss and evaluation step of one member kind."""
+    """Training loss and evaluation step of one member kind.
+
+    Training is split in two: `prepare` turns a batch into the model's inputs and the targets (augmentation, mixing:
+    everything random), and `loss` runs the model on them (deterministic). A pack (`zoo.packs`) prepares each
+    member's batch on that member's own random stream, then computes the losses of all its members at once.
+    """
 
     metric = "acc"  # the accuracy-like metric reported as train_<metric> / test_<metric>
 
-    def training_loss(self, model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | int]:
+    def prepare(self, inputs: dict) -> dict:
+        """The model inputs and targets of a training batch (all tensors with the batch as first dimension)."""
+        return inputs
+
+    def loss(self, model, prepared: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | int]:
         """(mean loss, number correct, number counted): tensors stay on the device, a count may be a plain int."""
         raise NotImplementedError
+
+    def training_loss(self, model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | int]:
+        return self.loss(model, self.prepare(inputs))
 
     def eval_step(self, model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mean loss, predictions, labels) with plain (unsmoothed) losses."""
@@ -126,14 +138,18 @@ class ImageClassification(Objective):
         self.mixer = augment.BatchMixer(num_labels, zoo_args.label_smoothing, zoo_args.mixup_alpha,
                                         zoo_args.cutmix_alpha, zoo_args.mix_prob, zoo_args.mix_switch_prob)
 
-    def training_loss(self, model, inputs):
-        images, labels = augment.to_unit(inputs["pixel_values"]), inputs["labels"]
+    def prepare(self, inputs):
+        images = augment.to_unit(inputs["pixel_values"])
         images = self.augment(images) if self.augment is not None else augment.resize(images, self.image_size)
-        images, targets = self.mixer(images, labels)
-        logits = model(pixel_values=augment.normalize(images, self.mean, self.std)).logits
+        images, targets = self.mixer(images, inputs["labels"])
+        return {"pixel_values": augment.normalize(images, self.mean, self.std), "targets": targets}
+
+    def loss(self, model, prepared):
+        targets = prepared["targets"]
+        logits = model(pixel_values=prepared["pixel_values"]).logits
         loss = F.cross_entropy(logits.float(), targets)  # soft targets
         correct = (logits.argmax(-1) == targets.argmax(-1)).sum()
-        return loss, correct, labels.shape[0]
+        return loss, correct, targets.shape[0]
 
     def eval_step(self, model, inputs):
         images = augment.resize(augment.to_unit(inputs["pixel_values"]), self.image_size)
@@ -155,28 +171,32 @@ class Contrastive(Objective):
         self.views = augment.simclr_augment(image_size, channels, max(0.08, zoo_args.crop_scale_min - 0.15),
                                             zoo_args.hflip, zoo_args.color_jitter)
 
-    def _loss(self, model, pixels):
-        images = augment.to_unit(pixels)
-        both = torch.cat([self.views(images), self.views(images)])
-        z = F.normalize(model(pixel_values=augment.normalize(both, self.mean, self.std)).float(), dim=-1)
-        n = images.shape[0]
+    def prepare(self, inputs):
+        images = augment.to_unit(inputs["pixel_values"])
+        first, second = self.views(images), self.views(images)
+        # the two views of an image side by side: the batch stays the first dimension (a pack stacks members)
+        return {"views": augment.normalize(torch.stack([first, second], dim=1), self.mean, self.std)}
+
+    def _hits_loss(self, model, views):
+        n = views.shape[0]
+        both = torch.cat([views[:, 0], views[:, 1]])
+        z = F.normalize(model(pixel_values=both).float(), dim=-1)
         sim = z @ z.T / self.temperature
-        sim.fill_diagonal_(float("-inf"))
+        sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=sim.device), float("-inf"))
         positives = torch.cat([torch.arange(n, 2 * n, device=sim.device), torch.arange(0, n, device=sim.device)])
         loss = F.cross_entropy(sim, positives)
-        hits = sim.argmax(-1) == positives
-        return loss, hits
+        return loss, sim.argmax(-1) == positives
 
-    def training_loss(self, model, inputs):
-        loss, hits = self._loss(model, inputs["pixel_values"])
-        return loss, hits.sum(), hits.numel()
+    def loss(self, model, prepared):
+        loss, hits = self._hits_loss(model, prepared["views"])
+        return loss, hits.sum(), hits.shape[0]
 
     def eval_step(self, model, inputs):
         device = inputs["pixel_values"].device
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(1234)
-            loss, hits = self._loss(model, inputs["pixel_values"])
+            loss, hits = self._hits_loss(model, self.prepare(inputs)["views"])
         hits = hits.long().view(2, -1).T  # one row per image (its two views): gathering over processes cuts rows
         return loss, hits, torch.ones_like(hits)
 
@@ -190,7 +210,7 @@ class CausalLM(Objective):
     def _loss(self, model, inputs):
         head = getattr(unwrap(model), "lm_head", None)
         labels = inputs["labels"][:, 1:]
-        if not isinstance(head, nn.Linear) or head.bias is not None:  # another head: the plain computation
+        if not isinstance(head, nn.Linear) or head.bias is not None:  # another head (or a pack): plain logits
             logits = model(input_ids=inputs["input_ids"]).logits[:, :-1].float()
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
             predictions = logits.argmax(-1)
@@ -202,9 +222,9 @@ class CausalLM(Objective):
                                                        labels.reshape(-1))
         return loss, hits, predictions.view(labels.shape)
 
-    def training_loss(self, model, inputs):
-        loss, hits, _ = self._loss(model, inputs)
-        return loss, hits, (inputs["labels"][:, 1:] != -100).sum()
+    def loss(self, model, prepared):
+        loss, hits, _ = self._loss(model, prepared)
+        return loss, hits, (prepared["labels"][:, 1:] != -100).sum()
 
     def eval_step(self, model, inputs):
         loss, _, predictions = self._loss(model, inputs)
@@ -230,8 +250,8 @@ class MaskedLM(Objective):
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
         return logits, labels, loss
 
-    def training_loss(self, model, inputs):
-        logits, labels, loss = self._logits_loss(model, inputs)
+    def loss(self, model, prepared):
+        logits, labels, loss = self._logits_loss(model, prepared)
         mask = labels != -100
         return loss, ((logits.argmax(-1) == labels) & mask).sum(), mask.sum()
 
@@ -241,10 +261,10 @@ class MaskedLM(Objective):
 
 
 class SequenceClassification(Objective):
-    def training_loss(self, model, inputs):
-        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).logits.float()
-        loss = F.cross_entropy(logits, inputs["labels"])
-        return loss, (logits.argmax(-1) == inputs["labels"]).sum(), logits.shape[0]
+    def loss(self, model, prepared):
+        logits = model(input_ids=prepared["input_ids"], attention_mask=prepared.get("attention_mask")).logits.float()
+        loss = F.cross_entropy(logits, prepared["labels"])
+        return loss, (logits.argmax(-1) == prepared["labels"]).sum(), logits.shape[0]
 
     def eval_step(self, model, inputs):
         logits = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).logits.float()
@@ -500,20 +520,26 @@ class MemberWriter(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self._active = True
         self._epoch_start = time.time()
-        if state.global_step == 0 and self.trainer.main_process_decides(self._epoch0_missing):
-            # Evaluating draws random numbers (every DataLoader iterator takes a seed): isolated, so that a member
-            # trains on the same random stream whether or not an earlier, killed run already wrote its epoch 0.
-            self._busy = True
-            try:
-                with isolated_rng():
-                    test = self.trainer.evaluate(metric_key_prefix="test")
-                    train = self.trainer.evaluate(self.trainer.train_eval_dataset, metric_key_prefix="train") \
-                        if self.trainer.train_eval_dataset is not None else {}
-            finally:
-                self._busy = False
-            stats = {"loss": train.get("train_loss"), "acc": train.get("train_acc"), "samples": 0}
-            self._write(0, 0, stats, test, kwargs["model"], state)
+        if state.global_step == 0:
+            self.write_initial(kwargs["model"], state.is_world_process_zero)
         self._epoch_start = time.time()
+
+    def write_initial(self, model, is_main: bool = True) -> None:
+        """Evaluate and write epoch 0 (the initialised model) unless an earlier run already did."""
+        if not self.trainer.main_process_decides(self._epoch0_missing):
+            return
+        # Evaluating draws random numbers (every DataLoader iterator takes a seed): isolated, so that a member
+        # trains on the same random stream whether or not an earlier, killed run already wrote its epoch 0.
+        self._busy = True
+        try:
+            with isolated_rng():
+                test = self.trainer.evaluate(metric_key_prefix="test")
+                train = self.trainer.evaluate(self.trainer.train_eval_dataset, metric_key_prefix="train") \
+                    if self.trainer.train_eval_dataset is not None else {}
+        finally:
+            self._busy = False
+        stats = {"loss": train.get("train_loss"), "acc": train.get("train_acc"), "samples": 0}
+        self._write(0, 0, stats, test, model, is_main)
 
     def _epoch0_missing(self) -> bool:
         done = {int(row["epoch"]) for row in layout.read_results(self.member_dir)}
@@ -526,9 +552,13 @@ class MemberWriter(TrainerCallback):
         if self._busy or not self._active or self.trainer is None or state.global_step == 0:
             return
         epoch = int(round(state.epoch or 0))
-        stats = self.trainer.pop_epoch_stats()
-        test = {f"test_{k.split('_', 1)[1]}": v for k, v in (metrics or {}).items() if "_" in k}
-        self._write(epoch, state.global_step, stats, test, kwargs["model"], state)
+        self.write_epoch(epoch, state.global_step, self.trainer.pop_epoch_stats(), metrics or {}, kwargs["model"],
+                         state.is_world_process_zero)
+
+    def write_epoch(self, epoch: int, step: int, stats: dict, metrics: dict, model, is_main: bool = True) -> None:
+        """Write an epoch's line (and checkpoint); raise `TrainingDiverged` after it when a loss is not finite."""
+        test = {f"test_{k.split('_', 1)[1]}": v for k, v in metrics.items() if "_" in k}
+        self._write(epoch, step, stats, test, model, is_main)
         for key, value in (("training", stats.get("loss")), ("test", test.get("test_loss"))):
             if value is not None and not math.isfinite(value):
                 raise TrainingDiverged(f"{key} loss is {value} at epoch {epoch}")
@@ -536,8 +566,8 @@ class MemberWriter(TrainerCallback):
     def _ckpt(self, epoch: int) -> Path:
         return self.member_dir / layout.checkpoint_name(epoch)
 
-    def _write(self, epoch: int, step: int, train: dict, test: dict, model, state) -> None:
-        if not state.is_world_process_zero:
+    def _write(self, epoch: int, step: int, train: dict, test: dict, model, is_main: bool) -> None:
+        if not is_main:
             return
         record: dict[str, Any] = {
             "epoch": epoch,
@@ -556,6 +586,7 @@ class MemberWriter(TrainerCallback):
                 record[key] = value
         record.update({"seconds": round(time.time() - self._epoch_start, 3), "samples": train.get("samples", 0),
                        "step": step})
+        self._epoch_start = time.time()
         if epoch in self.checkpoints:
             to_save = stock_model(self.trainer.accelerator.unwrap_model(model))
 

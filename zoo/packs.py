@@ -1,0 +1,571 @@
+"""Packs: K members of one stage trained at once, in one process, by one `PackTrainer`.
+
+The members of a pack share their architecture (parameter shapes), data and schedule; each keeps its own
+initialisation seed, data order, augmentation randomness, learning rate, weight decay, momentum and head values.
+
+- **Stacked weights.** Every parameter of the K members lives in one `[K, ...]` tensor; each member's stock model
+  sees its slice (a view), so evaluating or saving a member needs no copy. A training step runs the K forward and
+  backward passes as one `torch.func.vmap` over `functional_call` of the stock module (`mode="vmap"`), or member
+  after member on the same stacked storage (`mode="loop"`).
+- **Lanes.** A member's random stream (torch, numpy, random) is a *lane*: its data order, augmentation and
+  evaluation draws are made on its lane exactly as when it trains alone, so a packed member sees the same batches
+  as its solo run. (Dropout inside the stacked forward draws from the pack's stream instead.)
+- **Per-member optimizer.** `PackedOptimizer` is AdamW or SGD on the stacked tensors with one learning rate,
+  weight decay and momentum per member, and per-member gradient clipping: the update of each member is the one
+  `torch.optim.AdamW` / `SGD` makes for it alone.
+- **Failures stay local.** A member whose loss is not finite is recorded as failed (its `error.json`, as alone),
+  frozen, and left out of the rest of the pack's training; the others go on.
+- **Resumable.** After every epoch the pack writes each member's `result.json` line and checkpoint, then its own
+  state (stacked weights, optimizer, lanes) atomically; a rerun of the same pack continues from it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from zoo import layout
+from zoo.training import MemberWriter, TrainingDiverged, ZooTrainer
+
+logger = logging.getLogger("zoo")
+
+# Config keys whose values may differ between the members of one pack: everything else must be equal.
+PER_MEMBER_KEYS = frozenset({"seed", "learning_rate", "weight_decay", "momentum", "init", "init_std",
+                             "member_prefix", "name_factors"})
+PACK_MODES = ("vmap", "loop")
+STATE_WEIGHTS, STATE_OPTIMIZER, STATE_INFO = "weights.safetensors", "optimizer.safetensors", "pack.json"
+
+
+def pack_signature(params: dict[str, Any]) -> str:
+    """Members with the same signature may train in one pack (same shapes, data and schedule)."""
+    shared = {k: v for k, v in params.items() if k not in PER_MEMBER_KEYS}
+    return json.dumps(shared, sort_keys=True, default=str)
+
+
+def group_packs(items: list, params_of, size: int) -> list[list]:
+    """`items` in packs of at most `size` whose `params_of(item)` share a signature, in their given order."""
+    groups: dict[str, list] = {}
+    for item in items:
+        groups.setdefault(pack_signature(params_of(item)), []).append(item)
+    return [group[i:i + size] for group in groups.values() for i in range(0, len(group), max(1, size))]
+
+
+def pack_id(member_dirs: list[Path]) -> str:
+    digest = hashlib.sha256("\n".join(sorted(str(Path(d).name) for d in member_dirs)).encode()).hexdigest()
+    return f"pack-{digest[:12]}"
+
+
+# ---------------------------------------------------------------- lanes (per-member random streams)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Lane:
+    """One member's random streams: what it draws from while active is what it would draw trained alone."""
+
+    def __init__(self, state: dict[str, Any] | None = None):
+        self.state = state or _rng_state()
+
+    @contextlib.contextmanager
+    def active(self):
+        outside = _rng_state()
+        _set_rng_state(self.state)
+        try:
+            yield
+        finally:
+            self.state = _rng_state()
+            _set_rng_state(outside)
+
+    def to_json(self) -> dict[str, Any]:
+        version, internal, gauss = self.state["python"]
+        name, keys, pos, has_gauss, cached = self.state["numpy"]
+        out = {"python": [version, list(internal), gauss],
+               "numpy": [name, base64.b64encode(np.asarray(keys, dtype=np.uint32).tobytes()).decode(), int(pos),
+                         int(has_gauss), float(cached)],
+               "cpu": base64.b64encode(self.state["cpu"].numpy().tobytes()).decode()}
+        if "cuda" in self.state:
+            out["cuda"] = [base64.b64encode(s.numpy().tobytes()).decode() for s in self.state["cuda"]]
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Lane:
+        def tensor(text: str) -> torch.Tensor:
+            return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8).clone()
+
+        version, internal, gauss = data["python"]
+        name, keys, pos, has_gauss, cached = data["numpy"]
+        state = {"python": (version, tuple(internal), gauss),
+                 "numpy": (name, np.frombuffer(base64.b64decode(keys), dtype=np.uint32).copy(), pos, has_gauss,
+                           cached),
+                 "cpu": tensor(data["cpu"])}
+        if "cuda" in data and torch.cuda.is_available():
+            state["cuda"] = [tensor(s) for s in data["cuda"]]
+        return cls(state)
+
+
+# ---------------------------------------------------------------- stacked weights
+
+
+class StackedMembers(nn.Module):
+    """The K member models' parameters as `[K, ...]` tensors; each member model keeps views of its slices.
+
+    `losses(objective, prepared)` computes every member's (loss, correct, count) from its prepared batch.
+    """
+
+    def __init__(self, models: list[nn.Module], mode: str = "vmap"):
+        super().__init__()
+        if mode not in PACK_MODES:
+            raise ValueError(f"pack mode {mode!r} is not one of {', '.join(PACK_MODES)}")
+        self.mode, self.size = mode, len(models)
+        self.members = models  # a plain list: their parameters are views of the stacked ones
+        first = models[0]
+        shapes = [[(n, tuple(p.shape)) for n, p in m.named_parameters()] for m in models]
+        if any(s != shapes[0] for s in shapes):
+            raise ValueError("the members of a pack must have the same parameter names and shapes")
+        self.names = [n for n, _ in first.named_parameters()]
+        self.trainable = {n for n, p in first.named_parameters() if p.requires_grad}
+        self.stacked = nn.ParameterList()
+        self.index: dict[str, int] = {}
+        for name in self.names:
+            values = [dict(m.named_parameters())[name] for m in models]
+            stacked = nn.Parameter(torch.stack([v.detach() for v in values]), requires_grad=name in self.trainable)
+            self.index[name] = len(self.stacked)
+            self.stacked.append(stacked)
+        # names under which a parameter is reached again (tied weights: GPT-2's lm_head is its token embedding)
+        canonical = {id(p): n for n, p in first.named_parameters()}
+        self.aliases = {alias: canonical[id(p)] for alias, p in first.named_parameters(remove_duplicate=False)
+                        if alias != canonical[id(p)]}
+        self.buffer_names = [n for n, _ in first.named_buffers()]
+        self.buffers_stacked = {n: torch.stack([dict(m.named_buffers())[n] for m in models]) for n in self.buffer_names}
+        for k, model in enumerate(models):
+            _point_at(model, {n: self.stacked[self.index[n]] for n in self.names}, k)
+        # the module whose code runs on the stacked weights (not a submodule: it holds no weights of its own)
+        object.__setattr__(self, "base", copy.deepcopy(first).to("meta"))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.base.train(mode)
+        for model in self.members:
+            model.train(mode)
+        return self
+
+    def param(self, name: str) -> nn.Parameter:
+        return self.stacked[self.index[name]]
+
+    def losses(self, objective, prepared: dict[str, torch.Tensor]):
+        """Per member: (loss, correct, count), each a `[K]` tensor; `prepared` holds `[K, batch, ...]` tensors."""
+        if self.mode == "loop":
+            outs = [objective.loss(model, {k: v[i] for k, v in prepared.items()})
+                    for i, model in enumerate(self.members)]
+            return tuple(torch.stack([torch.as_tensor(o[j], device=prepared_device(prepared)).float() for o in outs])
+                         for j in range(3))
+        from torch.func import vmap
+
+        params = {n: self.stacked[self.index[n]] for n in self.names}
+        base = self.base
+
+        def member_loss(weights, buffers, batch):
+            tensors = {**weights, **{alias: weights[name] for alias, name in self.aliases.items()}, **buffers}
+            model = _FunctionalMember(base, tensors)
+            loss, correct, count = objective.loss(model, batch)
+            return loss, correct.float(), torch.as_tensor(count, device=loss.device).float()
+
+        return vmap(member_loss, randomness="different")(params, self.buffers_stacked, prepared)
+
+    def gather_loop_grads(self) -> None:
+        """In loop mode the gradients land on the members' parameters: stack them onto the pack's."""
+        if self.mode != "loop":
+            return
+        for name in self.names:
+            if name not in self.trainable:
+                continue
+            grads = [dict(m.named_parameters())[name].grad for m in self.members]
+            stacked = self.param(name)
+            stacked.grad = torch.stack([g if g is not None else torch.zeros_like(stacked[0]) for g in grads])
+            for m in self.members:
+                dict(m.named_parameters())[name].grad = None
+
+
+def prepared_device(prepared: dict[str, torch.Tensor]) -> torch.device:
+    return next(iter(prepared.values())).device
+
+
+class _FunctionalMember:
+    """A stock module called with one member's weights (inside vmap): what an objective calls its `model`."""
+
+    def __init__(self, base: nn.Module, tensors: dict[str, torch.Tensor]):
+        self.base, self.tensors = base, tensors
+
+    def __call__(self, **kwargs):
+        from torch.func import functional_call
+
+        return functional_call(self.base, self.tensors, args=(), kwargs=kwargs, tie_weights=False)
+
+
+def _point_at(model: nn.Module, stacked: dict[str, torch.Tensor], k: int) -> None:
+    """Make `model`'s parameters views of the member's slice of the stacked tensors (tied ones stay tied)."""
+    replaced: dict[int, nn.Parameter] = {}
+    for name, param in model.named_parameters():
+        replaced[id(param)] = nn.Parameter(stacked[name].data[k], requires_grad=param.requires_grad)
+    for module in model.modules():
+        for leaf, param in list(module._parameters.items()):
+            if param is not None and id(param) in replaced:
+                module._parameters[leaf] = replaced[id(param)]
+
+
+# ---------------------------------------------------------------- the optimizer
+
+
+class PackedOptimizer:
+    """AdamW or SGD (with momentum) on stacked weights, with per-member hyperparameters and gradient clipping.
+
+    The arithmetic is that of `torch.optim.AdamW` / `torch.optim.SGD` (single-tensor path) for each member alone.
+    """
+
+    def __init__(self, stacked: StackedMembers, kind: str, lrs: list[float], weight_decays: list[float],
+                 decay_names: set[str], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 momenta: list[float] | None = None, max_grad_norm: float = 0.0):
+        if kind not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer {kind!r} is not one of adamw, sgd")
+        self.stacked, self.kind = stacked, kind
+        device = stacked.stacked[0].device
+        self.lrs = torch.tensor(lrs, dtype=torch.float64, device=device)
+        self.weight_decays = torch.tensor(weight_decays, dtype=torch.float64, device=device)
+        self.momenta = torch.tensor(momenta or [0.0] * len(lrs), dtype=torch.float64, device=device)
+        self.decay_names, self.betas, self.eps, self.max_grad_norm = decay_names, betas, eps, max_grad_norm
+        self.active = torch.ones(len(lrs), dtype=torch.bool, device=device)
+        self.steps = 0
+        self.state: dict[str, dict[str, torch.Tensor]] = {}
+
+    def _trainable(self):
+        for name in self.stacked.names:
+            param = self.stacked.param(name)
+            if param.requires_grad and param.grad is not None:
+                yield name, param
+
+    @torch.no_grad()
+    def clip(self) -> torch.Tensor:
+        """Per-member `clip_grad_norm_`; returns each member's gradient norm before clipping."""
+        grads = [p.grad for _, p in self._trainable()]
+        norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), 2, dim=1) for g in grads])  # [tensors, K]
+        total = torch.linalg.vector_norm(norms, 2, dim=0)
+        if self.max_grad_norm > 0:
+            coef = torch.clamp(self.max_grad_norm / (total + 1e-6), max=1.0)
+            for g in grads:
+                g.mul_(coef.view(-1, *[1] * (g.dim() - 1)).to(g.dtype))
+        return total
+
+    @torch.no_grad()
+    def step(self, factor: float) -> None:
+        """One update with learning rates `lr * factor` (the schedule's factor, shared by the pack)."""
+        self.steps += 1
+        lr = torch.where(self.active, self.lrs * factor, torch.zeros_like(self.lrs))
+        for name, param in self._trainable():
+            shape = (-1,) + (1,) * (param.dim() - 1)
+            grad = param.grad
+            wd = self.weight_decays if name in self.decay_names else torch.zeros_like(self.weight_decays)
+            state = self.state.setdefault(name, {})
+            if self.kind == "adamw":
+                self._adamw(param, grad, state, lr, wd, shape)
+            else:
+                self._sgd(param, grad, state, lr, wd, shape)
+
+    def _adamw(self, param, grad, state, lr, wd, shape):
+        beta1, beta2 = self.betas
+        if not state:
+            state["exp_avg"] = torch.zeros_like(param)
+            state["exp_avg_sq"] = torch.zeros_like(param)
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        param.mul_((1 - lr * wd).view(shape).to(param.dtype))
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        bias_correction1 = 1 - beta1 ** self.steps
+        bias_correction2_sqrt = (1 - beta2 ** self.steps) ** 0.5
+        step_size = (lr / bias_correction1).view(shape).to(param.dtype)
+        denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.eps)
+        param.add_(-step_size * exp_avg / denom)
+
+    def _sgd(self, param, grad, state, lr, wd, shape):
+        grad = grad + wd.view(shape).to(param.dtype) * param
+        momentum = self.momenta.view(shape).to(param.dtype)
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = grad.clone()
+        else:
+            state["momentum_buffer"].mul_(momentum).add_(grad)
+        # members without momentum step on the plain gradient
+        update = torch.where(momentum != 0, state["momentum_buffer"], grad)
+        param.add_(-lr.view(shape).to(param.dtype) * update)
+
+    def zero_grad(self) -> None:
+        for param in self.stacked.stacked:
+            param.grad = None
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {f"{name}::{key}": value for name, state in self.state.items() for key, value in state.items()}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor], steps: int) -> None:
+        self.steps = steps
+        self.state = {}
+        for key, value in tensors.items():
+            name, slot = key.rsplit("::", 1)
+            self.state.setdefault(name, {})[slot] = value.to(self.stacked.stacked[0].device)
+
+
+# ---------------------------------------------------------------- the trainer
+
+
+@dataclass
+class PackMember:
+    """One member of a pack: its arguments, folder, trainer (evaluation, data order), writer and lane."""
+
+    name: str
+    args: Any
+    member_dir: Path
+    writer: MemberWriter
+    trainer: ZooTrainer | None = None
+    model: nn.Module | None = None
+    lane: Lane | None = None
+    objective: Any = None
+    failed: str | None = None
+    loader: Any = None
+    iterator: Any = None
+    sums: dict[str, float] = field(default_factory=dict)
+
+
+class PackTrainer(ZooTrainer):
+    """Trains a pack: the stacked members are its model, `train()` runs every member's steps at once."""
+
+    def __init__(self, run, members: list[PackMember], state_dir: Path, mode: str = "vmap"):
+        self.run, self.pack, self.state_dir = run, members, Path(state_dir)
+        first = members[0]
+        _check_same_schedule(members)
+        models = []
+        for member in members:  # each member's model from its own seed, and its lane from there on
+            model = run.build_model(member.args)  # seeds the global stream with the member's seed
+            model.to(first.args.training.device)
+            member.lane = Lane()
+            member.model = model
+            models.append(model)
+        stacked = StackedMembers(models, mode)
+        args = copy.deepcopy(first.args.training)
+        args.output_dir = str(self.state_dir)
+        super().__init__(model=stacked, args=args, objective=run.objective(first.args),
+                         eval_dataset=run.data.splits["test"])
+        for member in members:
+            member.trainer = run.trainer(member.args, None, model=member.model)
+            member.writer.trainer = member.trainer
+            member.objective = run.objective(member.args)
+        self.stacked = stacked
+        zoo = [m.args.zoo for m in members]
+        training = [m.args.training for m in members]
+        decay = set(members[0].trainer.get_decay_parameter_names(members[0].model))
+        self.packed_optimizer = PackedOptimizer(
+            stacked, zoo[0].optimizer, [t.learning_rate for t in training], [t.weight_decay for t in training],
+            decay, (first.args.training.adam_beta1, first.args.training.adam_beta2), first.args.training.adam_epsilon,
+            [z.momentum if z.optimizer == "sgd" else 0.0 for z in zoo], first.args.training.max_grad_norm)
+
+    # ------------------------------------------------ the loop
+
+    def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
+        first = self.pack[0]
+        for member in self.pack:
+            with member.lane.active():
+                member.loader = member.trainer.get_train_dataloader()
+        steps_per_epoch = len(first.loader)
+        epochs = int(first.args.training.num_train_epochs)
+        total_steps = steps_per_epoch * epochs
+        schedule, factor = self._schedule(total_steps)
+        start_epoch = self._resume(schedule)
+        if start_epoch == 0:
+            for member in self.pack:
+                member.writer.write_initial(member.model)
+        self.stacked.train()
+        for epoch in range(start_epoch, epochs):
+            started = time.time()
+            for member in self.pack:
+                member.writer._epoch_start = started
+                with member.lane.active():
+                    if hasattr(member.loader, "set_epoch"):
+                        member.loader.set_epoch(epoch)
+                    member.iterator = iter(member.loader)
+            sums = None
+            for _ in range(steps_per_epoch):
+                sums = self._step(factor(), sums)
+                schedule.step()
+            self._end_epoch(epoch + 1, (epoch + 1) * steps_per_epoch, sums)
+            self._save_state(epoch + 1)
+            if all(m.failed for m in self.pack):
+                break
+        self._finish()
+        failed = [m for m in self.pack if m.failed]
+        if failed:
+            raise TrainingDiverged(f"{len(failed)} of {len(self.pack)} members failed: " +
+                                   "; ".join(f"{m.name}: {m.failed}" for m in failed)[:400])
+
+    def _schedule(self, total_steps: int):
+        """The learning-rate schedule of the members (shared), as a factor of each member's own rate."""
+        probe = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.SGD([probe], lr=1.0)
+        scheduler = self.pack[0].trainer.create_scheduler(total_steps, optimizer)
+        return scheduler, (lambda: optimizer.param_groups[0]["lr"])
+
+    def _step(self, factor: float, sums):
+        prepared = []
+        for member in self.pack:
+            with member.lane.active():  # fetching draws too (a DataLoader iterator takes its seed lazily)
+                batch = member.trainer._prepare_inputs(next(member.iterator))
+                prepared.append(member.objective.prepare(batch))
+        stacked_inputs = {key: torch.stack([p[key] for p in prepared]) for key in prepared[0]}
+        with self.accelerator.autocast():
+            loss, correct, count = self.stacked.losses(self.zoo_objective, stacked_inputs)
+        active = self.packed_optimizer.active
+        torch.where(active, loss, torch.zeros_like(loss)).sum().backward()
+        self.stacked.gather_loop_grads()
+        self.packed_optimizer.clip()
+        self.packed_optimizer.step(factor)
+        self.packed_optimizer.zero_grad()
+        step_sums = torch.stack([loss.detach().float() * count, correct.float(), count.float()])  # [3, K]
+        return step_sums if sums is None else sums + step_sums
+
+    def _end_epoch(self, epoch: int, step: int, sums) -> None:
+        values = sums.tolist() if sums is not None else [[0.0] * len(self.pack)] * 3
+        self.stacked.eval()
+        for k, member in enumerate(self.pack):
+            if member.failed:
+                continue
+            loss_sum, correct, count = values[0][k], values[1][k], values[2][k]
+            stats = {"loss": loss_sum / max(count, 1), "acc": correct / max(count, 1), "samples": round(count)}
+            with member.lane.active():
+                metrics = member.trainer.evaluate()
+            try:
+                member.writer.write_epoch(epoch, step, stats, metrics, member.model)
+            except TrainingDiverged as err:
+                self._fail(k, member, f"TrainingDiverged: {err}")
+        self.stacked.train()
+
+    def _fail(self, k: int, member: PackMember, error: str) -> None:
+        member.failed = error
+        self.packed_optimizer.active[k] = False
+        layout.record_failure(member.member_dir, error, pack=self.state_dir.name)
+        logger.warning("pack %s: member %s failed (%s); the others go on", self.state_dir.name, member.name, error)
+
+    # ------------------------------------------------ resumable state
+
+    def _save_state(self, epoch: int) -> None:
+        from safetensors.torch import save_file
+
+        final = self.state_dir / f"epoch-{epoch:04d}"
+        with layout.atomic_dir(final) as tmp:
+            save_file({n: self.stacked.param(n).detach().contiguous() for n in self.stacked.names},
+                      str(tmp / STATE_WEIGHTS))
+            save_file({k: v.contiguous() for k, v in self.packed_optimizer.state_tensors().items()},
+                      str(tmp / STATE_OPTIMIZER))
+            layout.atomic_write_json(tmp / STATE_INFO, {
+                "epoch": epoch, "optimizer_steps": self.packed_optimizer.steps,
+                "members": [m.name for m in self.pack], "failed": {m.name: m.failed for m in self.pack if m.failed},
+                "lanes": [m.lane.to_json() for m in self.pack]})
+        for old in self.state_dir.glob("epoch-*"):
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _resume(self, schedule) -> int:
+        """Load the newest complete pack state; returns the epoch to start from (0: a fresh pack)."""
+        from safetensors.torch import load_file
+
+        states = sorted(p for p in self.state_dir.glob("epoch-*") if (p / STATE_INFO).is_file())
+        if not states:
+            return 0
+        latest = states[-1]
+        info = layout.read_json(latest / STATE_INFO)
+        if info.get("members") != [m.name for m in self.pack]:
+            logger.warning("%s holds another pack; starting afresh", latest)
+            return 0
+        weights = load_file(str(latest / STATE_WEIGHTS))
+        with torch.no_grad():
+            for name in self.stacked.names:
+                self.stacked.param(name).copy_(weights[name])
+        self.packed_optimizer.load_state_tensors(load_file(str(latest / STATE_OPTIMIZER)), info["optimizer_steps"])
+        for k, member in enumerate(self.pack):
+            member.lane = Lane.from_json(info["lanes"][k])
+            if member.name in info.get("failed", {}):
+                member.failed = info["failed"][member.name]
+                self.packed_optimizer.active[k] = False
+        for _ in range(info["optimizer_steps"]):
+            schedule.step()
+        logger.info("pack %s resumes after epoch %d", self.state_dir.name, info["epoch"])
+        return int(info["epoch"])
+
+    def _finish(self) -> None:
+        if all(layout.load_member(m.member_dir).is_complete() or m.failed for m in self.pack):
+            layout.remove_trainer_state(self.state_dir)
+
+
+def _check_same_schedule(members: list[PackMember]) -> None:
+    first = members[0].args
+    for member in members[1:]:
+        if pack_signature(member.args.flat()) != pack_signature(first.flat()):
+            theirs, ours = member.args.flat(), first.flat()
+            key = next(k for k in sorted(ours) if k not in PER_MEMBER_KEYS and ours.get(k) != theirs.get(k))
+            raise ValueError(f"{member.name} cannot share a pack with {members[0].name}: {key} differs")
+    if first.training.gradient_accumulation_steps != 1:
+        raise ValueError("a pack trains with gradient_accumulation_steps 1")
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def train_pack(run, plans: list[tuple[str, Any, Path]], state_dir: Path, mode: str = "vmap",
+               provenance: dict | None = None) -> list[layout.MemberInfo]:
+    """Train the members `plans` (name, arguments, member folder) as one pack; complete ones are left alone."""
+    todo = [(name, args, member_dir) for name, args, member_dir in plans
+            if not (layout.is_member_dir(member_dir) and layout.load_member(member_dir).is_complete())]
+    if not todo:
+        return [layout.load_member(d) for _, _, d in plans]
+    state_dir = Path(state_dir)
+    record = {"id": state_dir.name, "size": len(todo), "mode": mode, "members": [n for n, _, _ in todo]}
+    members = []
+    for name, args, member_dir in todo:
+        args.training.output_dir = str(state_dir)
+        args.training.disable_tqdm = True
+        writer = run.prepare_member(args, member_dir, {**(provenance or {}), "pack": record})
+        members.append(PackMember(name, args, Path(member_dir), writer))
+    trainer = PackTrainer(run, members, state_dir, mode)
+    try:
+        trainer.train()
+    except TrainingDiverged:
+        raise
+    except BaseException as err:  # a crash of the pack: every member not finished records it
+        message = f"{type(err).__name__}: {str(err).splitlines()[0][:400] if str(err) else ''}"
+        if not isinstance(err, KeyboardInterrupt):
+            for member in members:
+                if not member.failed and not layout.load_member(member.member_dir).is_complete():
+                    layout.record_failure(member.member_dir, message, pack=state_dir.name)
+        raise
+    return [layout.load_member(d) for _, _, d in plans]
