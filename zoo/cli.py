@@ -67,6 +67,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per member (overrides the spec)")
     p.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs per member, fractions pack members")
     p.add_argument("--optuna", type=int, default=None, metavar="N", help="sample N members from ranges with Optuna")
+    p.add_argument("--pack", type=int, default=None, metavar="K",
+                   help="train up to K members of a stage at once in one trial (overrides the spec's `pack:`)")
     p.add_argument("--stage", choices=["pretraining", "finetuning", "all"], default="all")
     p.add_argument("--modality", choices=["vision", "language", "all"], default="all")
     p.set_defaults(run=_generate)

@@ -167,7 +167,11 @@ class StackedMembers(nn.Module):
         for k, model in enumerate(models):
             _point_at(model, {n: self.stacked[self.index[n]] for n in self.names}, k)
         # the module whose code runs on the stacked weights (not a submodule: it holds no weights of its own)
-        object.__setattr__(self, "base", copy.deepcopy(first).to("meta"))
+        base = copy.deepcopy(first).to("meta")
+        for module in base.modules():  # a warning that peeks at token values: not possible (nor needed) under vmap
+            if hasattr(module, "warn_if_padding_and_no_attention_mask"):
+                module.warn_if_padding_and_no_attention_mask = _no_warning
+        object.__setattr__(self, "base", base)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -211,6 +215,10 @@ class StackedMembers(nn.Module):
             stacked.grad = torch.stack([g if g is not None else torch.zeros_like(stacked[0]) for g in grads])
             for m in self.members:
                 dict(m.named_parameters())[name].grad = None
+
+
+def _no_warning(*args, **kwargs) -> None:
+    return None
 
 
 def prepared_device(prepared: dict[str, torch.Tensor]) -> torch.device:
@@ -444,7 +452,15 @@ class PackTrainer(ZooTrainer):
                 prepared.append(member.objective.prepare(batch))
         stacked_inputs = {key: torch.stack([p[key] for p in prepared]) for key in prepared[0]}
         with self.accelerator.autocast():
-            loss, correct, count = self.stacked.losses(self.zoo_objective, stacked_inputs)
+            try:
+                loss, correct, count = self.stacked.losses(self.zoo_objective, stacked_inputs)
+            except RuntimeError as err:  # a model whose code vmap cannot batch (data-dependent Python branches)
+                if self.stacked.mode != "vmap" or "vmap" not in str(err):
+                    raise
+                logger.warning("pack %s: vmap cannot run this model (%s); training member after member",
+                               self.state_dir.name, str(err).splitlines()[0][:120])
+                self.stacked.mode = "loop"
+                loss, correct, count = self.stacked.losses(self.zoo_objective, stacked_inputs)
         active = self.packed_optimizer.active
         torch.where(active, loss, torch.zeros_like(loss)).sum().backward()
         self.stacked.gather_loop_grads()

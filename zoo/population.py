@@ -26,7 +26,8 @@ from zoo import kinds, layout
 from zoo.arguments import ConfigError, check_keys, load_yaml, parse_config
 
 SPEC_KEYS = {"name", "description", "license", "resources", "vision", "language"}
-STAGE_KEYS = {"recipe", "config", "fixed", "grid", "groups", "from_checkpoint", "ranges", "optuna"}
+STAGE_KEYS = {"recipe", "config", "fixed", "grid", "groups", "from_checkpoint", "ranges", "optuna", "pack",
+              "pack_mode"}
 GROUP_KEYS = {"fixed", "grid"}
 DEVICE_KEYS = {"bf16", "fp16", "tf32", "bf16_full_eval", "fp16_full_eval", "torch_compile", "use_cpu"}
 
@@ -56,6 +57,8 @@ class StagePlan:
     members: list[PlannedMember] = field(default_factory=list)
     ranges: dict[str, dict[str, Any]] = field(default_factory=dict)  # Optuna: key -> {low, high, log} | {choices}
     optuna_trials: int = 0  # members sampled from `ranges` (0: use the grid)
+    pack: int = 1  # members trained at once in one process (`zoo.packs`); 1: one member per trial
+    pack_mode: str = "vmap"
 
     def sample(self, trial) -> dict[str, Any]:
         """An Optuna trial's values for this stage's ranges."""
@@ -134,8 +137,18 @@ def _load_stage(where: str, path: Path, modality: str, stage: str, section: dict
     if kind not in fitting:
         raise ConfigError(f"{where}.recipe must be one of {', '.join(fitting)}, got {kind!r}")
     ranges, optuna_trials = _stage_ranges(where, section)
+    pack, pack_mode = section.get("pack", 1), section.get("pack_mode", "vmap")
+    check_pack(f"{where}.pack", pack)
+    if pack_mode not in ("vmap", "loop"):
+        raise ConfigError(f"{where}.pack_mode must be vmap or loop, got {pack_mode!r}")
     return StagePlan(modality, stage, kind, _stage_base(where, path, section), _stage_points(where, section),
-                     section.get("from_checkpoint", "last"), ranges=ranges, optuna_trials=optuna_trials)
+                     section.get("from_checkpoint", "last"), ranges=ranges, optuna_trials=optuna_trials,
+                     pack=pack, pack_mode=pack_mode)
+
+
+def check_pack(where: str, pack: Any) -> None:
+    if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
+        raise ConfigError(f"{where} must be a whole number of members >= 1, got {pack!r}")
 
 
 def _stage_base(where: str, path: Path, section: dict[str, Any]) -> dict[str, Any]:
@@ -307,26 +320,39 @@ def _make_trainer_class():
         def setup_population(self, run, plans: dict[str, PlannedMember], zoo_dir: str,
                              stage: StagePlan | None = None, parent: str | None = None):
             self.run, self.plans, self.zoo_dir, self.stage_plan, self.parent = run, plans, zoo_dir, stage, parent
+            self.pack_mode = stage.pack_mode if stage is not None else "vmap"
             self._member_dir: str | None = None
 
-        def _plan(self, trial) -> PlannedMember:
-            if isinstance(trial, dict):  # Ray: the grid names the member
+        def _plan(self, trial) -> list[PlannedMember]:
+            if isinstance(trial, dict):  # Ray: the grid names the member, or the pack
                 return self.plans[trial["member"]]
             values = self.stage_plan.sample(trial)  # Optuna: a member from the sampled values
-            return plan_member(self.stage_plan, values, list(values), self.parent)
+            return [plan_member(self.stage_plan, values, list(values), self.parent)]
+
+        def _member_args(self, plan: PlannedMember):
+            return self.run.args.with_params({k: v for k, v in plan.params.items()
+                                              if k not in ("pretrained", "output_dir")})
 
         def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
             if trial is None:
                 raise ValueError("PopulationTrainer trains the members of a search; use ZooTrainer for one member")
-            plan = self._plan(trial)
+            plans = self._plan(trial)
             zoo_dir = Path(self.zoo_dir)
+            self._member_dir = str(zoo_dir / plans[0].relpath())
+            if len(plans) > 1:
+                from zoo import packs
+
+                first = plans[0]
+                stage_dir = layout.zoo_stage_dir(zoo_dir, first.modality, first.stage, first.parent)
+                state_dir = layout.trainer_state_dir(zoo_dir, stage_dir) / trial["member"]
+                return packs.train_pack(self.run, [(p.name, self._member_args(p), zoo_dir / p.relpath())
+                                                   for p in plans], state_dir, self.pack_mode, _provenance())
+            plan = plans[0]
             member_dir = zoo_dir / plan.relpath()
-            args = self.run.args.with_params({k: v for k, v in plan.params.items()
-                                              if k not in ("pretrained", "output_dir")})
+            args = self._member_args(plan)
             writer = self.run.prepare_member(args, member_dir, _provenance())
             args.training.output_dir = str(layout.trainer_state_dir(zoo_dir, member_dir))
             args.training.disable_tqdm = True
-            self._member_dir = str(member_dir)
             return train_prepared(self.run.trainer(args, writer), member_dir)
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
@@ -357,7 +383,7 @@ def _provenance() -> dict[str, Any]:
     return info
 
 
-def _population_trainer(run, plans: dict[str, PlannedMember], zoo_dir: Path, stage: StagePlan | None = None,
+def _population_trainer(run, plans: dict[str, list[PlannedMember]], zoo_dir: Path, stage: StagePlan | None = None,
                         parent: str | None = None):
     trainer = run.trainer(run.args, None, trainer_class=_make_trainer_class())
     trainer.setup_population(run, plans, str(zoo_dir.resolve()), stage, parent)
@@ -373,12 +399,18 @@ def _objective_value(metrics: dict[str, float]) -> float:
     return float(metrics.get("eval_acc", -metrics.get("eval_loss", 0.0)))
 
 
-def _run_stage(run, members: list[PlannedMember], zoo_dir: Path, resources: dict[str, float], name: str) -> None:
-    """Train `members` as one Ray Tune grid search (one trial per member)."""
+def _run_stage(run, members: list[PlannedMember], zoo_dir: Path, resources: dict[str, float], name: str,
+               plan: StagePlan | None = None) -> None:
+    """Train `members` as one Ray Tune grid search: one trial per member, or per pack of members."""
     from ray import tune
 
-    plans = {m.name: m for m in members}
-    trainer = _population_trainer(run, plans, zoo_dir)
+    from zoo.packs import group_packs, pack_id
+
+    size = plan.pack if plan is not None else 1
+    plans: dict[str, list[PlannedMember]] = {}
+    for group in group_packs(members, lambda m: m.params, size):
+        plans[group[0].name if len(group) == 1 else pack_id([m.relpath() for m in group])] = group
+    trainer = _population_trainer(run, plans, zoo_dir, plan)
     storage = _scratch_dir(zoo_dir)
     storage.mkdir(parents=True, exist_ok=True)
     try:
@@ -575,8 +607,9 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
              cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
              modalities: tuple[str, ...] = ("vision", "language"),
              stages_wanted: tuple[str, ...] = ("pretraining", "finetuning"),
-             optuna_trials: int | None = None) -> list[layout.MemberInfo]:
-    """Train every planned member that is not complete yet; return the zoo's members."""
+             optuna_trials: int | None = None, pack: int | None = None) -> list[layout.MemberInfo]:
+    """Train every planned member that is not complete yet; return the zoo's members. `pack` overrides the
+    stages' `pack:` (members trained at once in one trial)."""
     from zoo.runs import Arguments, MemberRun, kind_defaults
 
     spec, stages = load_spec(spec_path)
@@ -586,6 +619,9 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
         raise ConfigError(f"{where}: a zoo trial trains its member in one process on at most one GPU; give 1 or a "
                           "fraction, or train members that need several GPUs one per `accelerate launch` (README)")
     for plan in stages:
+        if pack is not None:
+            check_pack("--pack", pack)
+            plan.pack = pack
         if optuna_trials and plan.ranges:
             plan.optuna_trials = optuna_trials
         if not plan.points and not plan.optuna_trials:
@@ -619,7 +655,7 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
             if members:  # planned grid members, or sampled members left incomplete by an earlier run
                 _init_ray(ray_address)
                 with Progress(zoo_dir, members):
-                    _run_stage(run, members, zoo_dir, resources, name)
+                    _run_stage(run, members, zoo_dir, resources, name, plan)
             if plan.optuna_trials:
                 _run_optuna(run, plan, parent, zoo_dir, plan.optuna_trials, name)
     return layout.scan_members(zoo_dir)
@@ -670,6 +706,18 @@ def _complete(zoo_dir: Path, member: PlannedMember) -> bool:
 # ---------------------------------------------------------------- CLI
 
 
+def _print_packs(stages: list[StagePlan], modalities, stages_wanted) -> None:
+    from zoo.packs import group_packs
+
+    for plan in stages:
+        if plan.pack > 1 and plan.modality in modalities and plan.stage in stages_wanted and plan.members:
+            by_parent: dict[str | None, list[PlannedMember]] = {}
+            for member in plan.members:
+                by_parent.setdefault(member.parent, []).append(member)
+            sizes = [len(g) for group in by_parent.values() for g in group_packs(group, lambda m: m.params, plan.pack)]
+            print(f"{plan.modality}/{plan.stage}: {len(sizes)} trials, packs of {sorted(sizes, reverse=True)}")
+
+
 def cli_generate(args) -> int:
     spec, stages = load_spec(args.spec)
     plan_members(stages)
@@ -680,6 +728,10 @@ def cli_generate(args) -> int:
             raise ValueError(f"--optuna must be >= 1, got {args.optuna}")
         if not any(plan.ranges for plan in stages):
             raise ValueError(f"--optuna {args.optuna}: the spec {args.spec} has no stage with `ranges` to sample")
+    if args.pack is not None:
+        check_pack("--pack", args.pack)
+        for plan in stages:
+            plan.pack = args.pack
     if args.dry_run:
         members = [m for plan in stages for m in plan.members
                    if m.modality in modalities and m.stage in stages_wanted]
@@ -690,6 +742,7 @@ def cli_generate(args) -> int:
             key = f"{member.modality}/{member.stage}"
             counts[key] = counts.get(key, 0) + 1
         print(f"{len(members)} members: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+        _print_packs(stages, modalities, stages_wanted)
         for plan in stages:
             sampled = args.optuna or plan.optuna_trials
             if plan.ranges and sampled and plan.modality in modalities and plan.stage in stages_wanted:
@@ -703,7 +756,7 @@ def cli_generate(args) -> int:
     with layout.ZooLock(zoo_dir, "zoo generate"):  # one writer per zoo; the kernel drops it if we are killed
         try:
             generate(args.spec, zoo_dir, args.ray_address, args.cpus_per_trial, args.gpus_per_trial, modalities,
-                     stages_wanted, args.optuna)
+                     stages_wanted, args.optuna, args.pack)
         except Exception as err:  # noqa: BLE001 - Ray's own errors have many types
             if not _ray_died(err):
                 raise
