@@ -442,6 +442,7 @@ class PackTrainer(ZooTrainer):
         probe = torch.nn.Parameter(torch.zeros(1))
         optimizer = torch.optim.SGD([probe], lr=1.0)
         scheduler = self.pack[0].trainer.create_scheduler(total_steps, optimizer)
+        optimizer.step()  # (no gradients: nothing changes; torch checks the order of the first steps)
         return scheduler, (lambda: optimizer.param_groups[0]["lr"])
 
     def _step(self, factor: float, sums):

@@ -582,7 +582,8 @@ class MemberWriter(TrainerCallback):
         for key, value in test.items():
             name = key.removeprefix("test_")
             if key.startswith("test_") and name not in ("loss", "acc", "runtime", "samples_per_second",
-                                                        "steps_per_second") and f"test_{name}" not in record:
+                                                        "steps_per_second", "model_preparation_time") \
+                    and f"test_{name}" not in record:
                 record[key] = value
         record.update({"seconds": round(time.time() - self._epoch_start, 3), "samples": train.get("samples", 0),
                        "step": step})

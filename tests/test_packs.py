@@ -1,0 +1,159 @@
+"""Packs: members trained at once match their solo runs, look like solo members, fail alone and resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForImageClassification
+
+from zoo import kinds, layout, packs
+from zoo.arguments import parse_config
+from zoo.runs import Arguments, MemberRun, kind_defaults
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "recipes" / "configs" / "vision" / "pretrain_supervised_tiny.yaml"
+MEMBERS = [{"seed": 1, "learning_rate": 1e-3}, {"seed": 2, "learning_rate": 3e-3, "weight_decay": 0.1}]
+
+
+def _run(root: Path, **overrides) -> MemberRun:
+    import yaml
+
+    base = yaml.safe_load(CONFIG.read_text())
+    base.update({"output_dir": str(root), "disable_tqdm": True, "num_train_epochs": 2, "checkpoint_every": 1,
+                 "max_train_samples": 128, "max_eval_samples": 32, "per_device_train_batch_size": 64,
+                 "warmup_steps": 1, "report_to": "none", **overrides})
+    kind = kinds.get("vit-pretrain")
+    return MemberRun(kind, Arguments(*parse_config(base, defaults=kind_defaults(kind))), base)
+
+
+def _plans(run: MemberRun, folder: Path, members=MEMBERS):
+    out = []
+    for values in members:
+        args = run.args.with_params(values)
+        name = run.member_name(args)
+        out.append((name, args, folder / name))
+    return out
+
+
+def _weights(member_dir: Path, epoch: int) -> dict[str, torch.Tensor]:
+    return load_file(str(member_dir / layout.checkpoint_name(epoch) / "model.safetensors"))
+
+
+def _max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+@pytest.fixture(scope="module")
+def solo(tmp_path_factory):
+    """The members of MEMBERS trained one by one, as without packs."""
+    root = tmp_path_factory.mktemp("solo")
+    run = _run(root)
+    for _, args, member_dir in _plans(run, root):
+        run.train_member(args, member_dir, root)
+    return root
+
+
+@pytest.mark.parametrize("mode", ["vmap", "loop"])
+def test_a_pack_trains_each_member_as_it_would_train_alone(tmp_path, mode, solo):
+    """Same batches, augmentation and optimizer per member: weights agree to float rounding, metrics match."""
+    run = _run(tmp_path)
+    plans = _plans(run, tmp_path / "pack")
+    packs.train_pack(run, plans, tmp_path / "state" / "pack-test", mode)
+    for name, _, member_dir in plans:
+        solo_dir = solo / name
+        packed, alone = layout.load_member(member_dir), layout.load_member(solo_dir)
+        assert packed.is_complete() and packed.checkpoints == alone.checkpoints == [0, 1, 2]
+        assert _max_difference(_weights(member_dir, 0), _weights(solo_dir, 0)) == 0  # the same initialisation
+        # Adam turns rounding-level gradient differences into steps of up to the learning rate (3e-3 here)
+        assert _max_difference(_weights(member_dir, 2), _weights(solo_dir, 2)) < 3e-4
+        for mine, theirs in zip(packed.results, alone.results, strict=True):
+            assert set(mine) == set(theirs)
+            assert mine["train_loss"] == pytest.approx(theirs["train_loss"], abs=1e-4)
+            assert mine["test_loss"] == pytest.approx(theirs["test_loss"], abs=1e-4)
+        # indistinguishable in form from a solo member, plus the record of its pack
+        assert set(packed.config) == set(alone.config)
+        assert packed.config["recipe"] == alone.config["recipe"]
+        record = packed.config["provenance"]["pack"]
+        assert record["size"] == 2 and name in record["members"] and record["mode"] == mode
+        model = AutoModelForImageClassification.from_pretrained(str(member_dir / layout.checkpoint_name(2)))
+        assert model.config.num_labels == packed.config["num_labels"]
+    # the two members differ (their own seeds and learning rates), and the pack state is gone once complete
+    first, second = (layout.load_member(d) for _, _, d in plans)
+    assert _max_difference(_weights(first.path, 2), _weights(second.path, 2)) > 1e-3
+    assert not (tmp_path / "state" / "pack-test").exists()
+
+
+def test_a_diverging_member_fails_alone(tmp_path):
+    run = _run(tmp_path, label_smoothing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, warmup_steps=0)
+    plans = _plans(run, tmp_path / "pack", [{"learning_rate": 1e-3}, {"learning_rate": 1e38}])
+    with pytest.raises(packs.TrainingDiverged, match="1 of 2 members failed"):
+        packs.train_pack(run, plans, tmp_path / "state" / "pack-nan")
+    healthy, diverged = (layout.load_member(d) for _, _, d in plans)
+    assert healthy.is_complete() and healthy.error is None
+    assert torch.isfinite(torch.tensor(healthy.results[-1]["train_loss"]))
+    assert not diverged.is_complete() and "TrainingDiverged" in diverged.error
+
+
+def test_an_interrupted_pack_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """Stopped after its first epoch, a rerun of the pack continues from its saved state, bit for bit."""
+    run = _run(tmp_path)
+    reference = _plans(run, tmp_path / "reference")
+    packs.train_pack(run, reference, tmp_path / "state" / "pack-ref")
+
+    save = packs.PackTrainer._save_state
+
+    def save_then_stop(self, epoch):
+        save(self, epoch)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(packs.PackTrainer, "_save_state", save_then_stop)
+    plans = _plans(run, tmp_path / "resumed")
+    with pytest.raises(KeyboardInterrupt):
+        packs.train_pack(run, plans, tmp_path / "state" / "pack-resumed")
+    assert all(len(layout.load_member(d).results) == 2 for _, _, d in plans)  # epochs 0 and 1
+    assert (tmp_path / "state" / "pack-resumed" / "epoch-0001" / packs.STATE_INFO).is_file()
+    monkeypatch.setattr(packs.PackTrainer, "_save_state", save)
+    packs.train_pack(run, _plans(run, tmp_path / "resumed"), tmp_path / "state" / "pack-resumed")
+    for (_, _, resumed), (_, _, straight) in zip(plans, reference, strict=True):
+        assert layout.load_member(resumed).is_complete()
+        assert _max_difference(_weights(resumed, 2), _weights(straight, 2)) == 0
+        assert [r["test_loss"] for r in layout.load_member(resumed).results] == \
+            [r["test_loss"] for r in layout.load_member(straight).results]
+
+
+def test_packs_group_members_of_equal_shapes_and_schedules():
+    members = [{"seed": 1, "head": "mlp"}, {"seed": 2, "head": "mlp"}, {"seed": 1, "head": "linear"},
+               {"seed": 3, "head": "mlp", "learning_rate": 0.1}, {"seed": 4, "head": "mlp"}]
+    groups = packs.group_packs(members, lambda m: m, 3)
+    assert [[m["seed"] for m in g] for g in groups] == [[1, 2, 3], [4], [1]]
+
+
+def test_packed_sgd_matches_torch_sgd():
+    """The packed optimizer's SGD (momentum, coupled weight decay) is torch's, member by member."""
+    torch.manual_seed(0)
+    models = [torch.nn.Linear(4, 3) for _ in range(3)]
+    references = [torch.nn.Linear(4, 3) for _ in range(3)]
+    for model, ref in zip(models, references, strict=True):
+        ref.load_state_dict(model.state_dict())
+    stacked = packs.StackedMembers(models, "loop")
+    lrs, wds, momenta = [0.1, 0.05, 0.2], [0.0, 0.01, 0.1], [0.9, 0.0, 0.5]
+    optimizer = packs.PackedOptimizer(stacked, "sgd", lrs, wds, {"weight", "bias"}, momenta=momenta)
+    torch_optimizers = [torch.optim.SGD(r.parameters(), lr=lr, weight_decay=wd, momentum=m)
+                        for r, lr, wd, m in zip(references, lrs, wds, momenta, strict=True)]
+    for _ in range(3):
+        x = torch.randn(5, 4)
+        for model, ref, opt in zip(models, references, torch_optimizers, strict=True):
+            model(x).square().sum().backward()
+            ref(x).square().sum().backward()
+            opt.step()
+            opt.zero_grad()
+        stacked.gather_loop_grads()
+        optimizer.step(1.0)
+        optimizer.zero_grad()
+    for model, ref in zip(models, references, strict=True):
+        assert torch.allclose(model.weight, ref.weight, atol=1e-6) and torch.allclose(model.bias, ref.bias, atol=1e-6)
