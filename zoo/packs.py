@@ -46,8 +46,16 @@ logger = logging.getLogger("zoo")
 # Config keys whose values may differ between the members of one pack: everything else must be equal.
 PER_MEMBER_KEYS = frozenset({"seed", "learning_rate", "weight_decay", "momentum", "init", "init_std",
                              "member_prefix", "name_factors"})
-PACK_MODES = ("vmap", "loop")
+PACK_MODES = ("auto", "vmap", "loop")
 STATE_WEIGHTS, STATE_OPTIMIZER, STATE_INFO = "weights.safetensors", "optimizer.safetensors", "pack.json"
+
+
+def resolve_mode(mode: str, device: torch.device) -> str:
+    """`auto` is vmap (faster on a GPU, and on a CPU for the quickstart's ViTs: `bench/bench_packs.py`); a model
+    that vmap cannot batch falls back to `loop` at its first step."""
+    if mode not in PACK_MODES:
+        raise ValueError(f"pack mode {mode!r} is not one of {', '.join(PACK_MODES)}")
+    return "vmap" if mode == "auto" else mode
 
 
 def pack_signature(params: dict[str, Any]) -> str:
@@ -139,11 +147,9 @@ class StackedMembers(nn.Module):
     `losses(objective, prepared)` computes every member's (loss, correct, count) from its prepared batch.
     """
 
-    def __init__(self, models: list[nn.Module], mode: str = "vmap"):
+    def __init__(self, models: list[nn.Module], mode: str = "auto"):
         super().__init__()
-        if mode not in PACK_MODES:
-            raise ValueError(f"pack mode {mode!r} is not one of {', '.join(PACK_MODES)}")
-        self.mode, self.size = mode, len(models)
+        self.mode, self.size = resolve_mode(mode, first_device(models)), len(models)
         self.members = models  # a plain list: their parameters are views of the stacked ones
         first = models[0]
         shapes = [[(n, tuple(p.shape)) for n, p in m.named_parameters()] for m in models]
@@ -168,6 +174,8 @@ class StackedMembers(nn.Module):
             _point_at(model, {n: self.stacked[self.index[n]] for n in self.names}, k)
         # the module whose code runs on the stacked weights (not a submodule: it holds no weights of its own)
         base = copy.deepcopy(first).to("meta")
+        if self.mode == "vmap" and first_device(models).type == "cpu" and hasattr(base, "set_attn_implementation"):
+            base.set_attn_implementation("eager")  # CPU SDPA has no vmap batching rule (a slow per-member loop)
         for module in base.modules():  # a warning that peeks at token values: not possible (nor needed) under vmap
             if hasattr(module, "warn_if_padding_and_no_attention_mask"):
                 module.warn_if_padding_and_no_attention_mask = _no_warning
@@ -215,6 +223,10 @@ class StackedMembers(nn.Module):
             stacked.grad = torch.stack([g if g is not None else torch.zeros_like(stacked[0]) for g in grads])
             for m in self.members:
                 dict(m.named_parameters())[name].grad = None
+
+
+def first_device(models: list[nn.Module]) -> torch.device:
+    return next(models[0].parameters()).device
 
 
 def _no_warning(*args, **kwargs) -> None:
@@ -370,7 +382,7 @@ class PackMember:
 class PackTrainer(ZooTrainer):
     """Trains a pack: the stacked members are its model, `train()` runs every member's steps at once."""
 
-    def __init__(self, run, members: list[PackMember], state_dir: Path, mode: str = "vmap"):
+    def __init__(self, run, members: list[PackMember], state_dir: Path, mode: str = "auto"):
         self.run, self.pack, self.state_dir = run, members, Path(state_dir)
         first = members[0]
         _check_same_schedule(members)
@@ -558,7 +570,7 @@ def _check_same_schedule(members: list[PackMember]) -> None:
 # ---------------------------------------------------------------- entry point
 
 
-def train_pack(run, plans: list[tuple[str, Any, Path]], state_dir: Path, mode: str = "vmap",
+def train_pack(run, plans: list[tuple[str, Any, Path]], state_dir: Path, mode: str = "auto",
                provenance: dict | None = None) -> list[layout.MemberInfo]:
     """Train the members `plans` (name, arguments, member folder) as one pack; complete ones are left alone."""
     todo = [(name, args, member_dir) for name, args, member_dir in plans
@@ -566,6 +578,7 @@ def train_pack(run, plans: list[tuple[str, Any, Path]], state_dir: Path, mode: s
     if not todo:
         return [layout.load_member(d) for _, _, d in plans]
     state_dir = Path(state_dir)
+    mode = resolve_mode(mode, plans[0][1].training.device)
     record = {"id": state_dir.name, "size": len(todo), "mode": mode, "members": [n for n, _, _ in todo]}
     members = []
     for name, args, member_dir in todo:

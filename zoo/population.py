@@ -58,7 +58,7 @@ class StagePlan:
     ranges: dict[str, dict[str, Any]] = field(default_factory=dict)  # Optuna: key -> {low, high, log} | {choices}
     optuna_trials: int = 0  # members sampled from `ranges` (0: use the grid)
     pack: int = 1  # members trained at once in one process (`zoo.packs`); 1: one member per trial
-    pack_mode: str = "vmap"
+    pack_mode: str = "auto"  # auto: vmap on a GPU, member after member on a CPU (zoo.packs)
 
     def sample(self, trial) -> dict[str, Any]:
         """An Optuna trial's values for this stage's ranges."""
@@ -137,10 +137,10 @@ def _load_stage(where: str, path: Path, modality: str, stage: str, section: dict
     if kind not in fitting:
         raise ConfigError(f"{where}.recipe must be one of {', '.join(fitting)}, got {kind!r}")
     ranges, optuna_trials = _stage_ranges(where, section)
-    pack, pack_mode = section.get("pack", 1), section.get("pack_mode", "vmap")
+    pack, pack_mode = section.get("pack", 1), section.get("pack_mode", "auto")
     check_pack(f"{where}.pack", pack)
-    if pack_mode not in ("vmap", "loop"):
-        raise ConfigError(f"{where}.pack_mode must be vmap or loop, got {pack_mode!r}")
+    if pack_mode not in ("auto", "vmap", "loop"):
+        raise ConfigError(f"{where}.pack_mode must be auto, vmap or loop, got {pack_mode!r}")
     return StagePlan(modality, stage, kind, _stage_base(where, path, section), _stage_points(where, section),
                      section.get("from_checkpoint", "last"), ranges=ranges, optuna_trials=optuna_trials,
                      pack=pack, pack_mode=pack_mode)
@@ -320,7 +320,7 @@ def _make_trainer_class():
         def setup_population(self, run, plans: dict[str, PlannedMember], zoo_dir: str,
                              stage: StagePlan | None = None, parent: str | None = None):
             self.run, self.plans, self.zoo_dir, self.stage_plan, self.parent = run, plans, zoo_dir, stage, parent
-            self.pack_mode = stage.pack_mode if stage is not None else "vmap"
+            self.pack_mode = stage.pack_mode if stage is not None else "auto"
             self._member_dir: str | None = None
 
         def _plan(self, trial) -> list[PlannedMember]:
