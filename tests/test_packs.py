@@ -157,3 +157,43 @@ def test_packed_sgd_matches_torch_sgd():
         optimizer.zero_grad()
     for model, ref in zip(models, references, strict=True):
         assert torch.allclose(model.weight, ref.weight, atol=1e-6) and torch.allclose(model.bias, ref.bias, atol=1e-6)
+
+
+def test_children_of_a_frozen_parent_compute_its_encoder_once(tmp_path, monkeypatch):
+    """With `freeze_encoder`, children of one parent share the encoder weights (not copied K times), and when they
+    see the same batch the encoder runs once for the pack: only the heads are batched."""
+    import yaml
+
+    parent_run = _run(tmp_path / "parent", num_train_epochs=1)
+    (_, parent_args, parent_dir), = _plans(parent_run, tmp_path / "parent", MEMBERS[:1])
+    parent_run.train_member(parent_args, parent_dir, tmp_path / "parent")
+    base = yaml.safe_load((ROOT / "recipes" / "configs" / "vision" / "finetune_tiny.yaml").read_text())
+    base.update({"output_dir": str(tmp_path), "disable_tqdm": True, "num_train_epochs": 1, "checkpoint_every": 1,
+                 "max_train_samples": 128, "max_eval_samples": 32, "freeze_encoder": True, "report_to": "none",
+                 "pretrained": str(parent_dir / layout.checkpoint_name(1))})
+    kind = kinds.get("vit-finetune")
+    run = MemberRun(kind, Arguments(*parse_config(base, defaults=kind_defaults(kind))), base)
+    plans = _plans(run, tmp_path / "children", [{"learning_rate": 1e-3}, {"learning_rate": 3e-3}])
+
+    batched_encoder_outputs = []
+    losses = packs.StackedMembers.losses
+
+    def watch(self, objective, prepared, common_inputs=False):
+        from torch._C._functorch import is_batchedtensor
+
+        if not batched_encoder_outputs:
+            assert all(name.startswith("classifier.") for name in self.names) and self.shared
+            self.base.vit.register_forward_hook(
+                lambda module, args, output: batched_encoder_outputs.append(is_batchedtensor(output[0])))
+        return losses(self, objective, prepared, common_inputs)
+
+    monkeypatch.setattr(packs.StackedMembers, "losses", watch)
+    packs.train_pack(run, plans, tmp_path / "state" / "pack-frozen", "vmap")
+    assert batched_encoder_outputs and not any(batched_encoder_outputs)  # one encoder pass per batch
+    parent_weights = _weights(parent_dir, 1)
+    for _, args, member_dir in plans:
+        weights = _weights(member_dir, 1)
+        assert all(torch.equal(weights[k], parent_weights[k]) for k in weights if k.startswith("vit."))
+        solo_dir = tmp_path / "solo" / member_dir.name
+        run.train_member(args, solo_dir, tmp_path / "solo")
+        assert _max_difference(weights, _weights(solo_dir, 1)) < 3e-4

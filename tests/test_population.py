@@ -72,6 +72,7 @@ def write_spec(path: Path, **changes) -> Path:
 @pytest.mark.parametrize("change,needle", [
     ({"colour": "blue"}, "'colour'"),
     ({"vision__pretraining__grid": {"seed": []}}, "grid.seed is an empty list"),
+    ({"vision__pretraining__pack": 0}, "vision.pretraining.pack must be a whole number of members >= 1, got 0"),
     ({"vision__finetuning__grid": {"learning_rat": [1e-3]}}, "'learning_rat'"),
     ({"vision__pretraining__fixed": {"bogus": 1}}, "'bogus'"),
     ({"vision__finetuning__wat": 1}, "'wat'"),
@@ -154,13 +155,16 @@ def test_a_failing_member_is_recorded_and_the_rest_go_on(tmp_path, own_ray):
     del del_finetuning["vision"]["finetuning"]
     spec.write_text(yaml.safe_dump(del_finetuning))
     zoo_dir = tmp_path / "zoo"
-    result = subprocess.run([sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir)],
-                            cwd=ROOT, capture_output=True, text=True, env=own_ray.env)
+    # both members in one pack (one trial): the diverging one fails alone
+    result = subprocess.run([sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir),
+                             "--pack", "2"], cwd=ROOT, capture_output=True, text=True, env=own_ray.env)
     assert result.returncode == 1
     rows = {row["member"].split("_lr_")[1].split("_")[0]: row for row in _status(zoo_dir)}
     assert rows["0.001"]["state"] == "complete"
     assert rows["1e+38"]["state"] == "failed"
-    assert rows["1e+38"]["error"] and "Error" in rows["1e+38"]["error"]
+    assert rows["1e+38"]["error"] and "TrainingDiverged" in rows["1e+38"]["error"]
+    records = [m.config["provenance"]["pack"] for m in layout.scan_members(zoo_dir)]
+    assert records[0] == records[1] and records[0]["size"] == 2
 
 
 def test_generate_on_a_two_node_ray_cluster(tmp_path, own_ray):

@@ -196,6 +196,9 @@ def build_gpt2(model_args, tokenizer, n_positions: int) -> GPT2LMHeadModel:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        # GPT-2's tanh GELU as one fused kernel: the default `gelu_new` computes the same formula in 8 small ops
+        # (a fifth of a tiny GPT-2's CPU step)
+        activation_function="gelu_pytorch_tanh",
     )
     config._attn_implementation = model_args.attn_implementation
     model = GPT2LMHeadModel(config)

@@ -155,12 +155,21 @@ class StackedMembers(nn.Module):
         shapes = [[(n, tuple(p.shape)) for n, p in m.named_parameters()] for m in models]
         if any(s != shapes[0] for s in shapes):
             raise ValueError("the members of a pack must have the same parameter names and shapes")
-        self.names = [n for n, _ in first.named_parameters()]
+        all_names = [n for n, _ in first.named_parameters()]
         self.trainable = {n for n, p in first.named_parameters() if p.requires_grad}
+        per_member = [dict(m.named_parameters()) for m in models]
+        # frozen weights equal in every member (the parent's encoder under `freeze_encoder`) are kept once and
+        # given to vmap unbatched: with equal inputs, vmap then runs that part once for the whole pack
+        self.shared: dict[str, torch.Tensor] = {}
+        for name in all_names:
+            values = [params[name] for params in per_member]
+            if name not in self.trainable and all(torch.equal(values[0], v) for v in values[1:]):
+                self.shared[name] = values[0].detach()
+        self.names = [n for n in all_names if n not in self.shared]  # the stacked ones
         self.stacked = nn.ParameterList()
         self.index: dict[str, int] = {}
         for name in self.names:
-            values = [dict(m.named_parameters())[name] for m in models]
+            values = [params[name] for params in per_member]
             stacked = nn.Parameter(torch.stack([v.detach() for v in values]), requires_grad=name in self.trainable)
             self.index[name] = len(self.stacked)
             self.stacked.append(stacked)
@@ -171,7 +180,8 @@ class StackedMembers(nn.Module):
         self.buffer_names = [n for n, _ in first.named_buffers()]
         self.buffers_stacked = {n: torch.stack([dict(m.named_buffers())[n] for m in models]) for n in self.buffer_names}
         for k, model in enumerate(models):
-            _point_at(model, {n: self.stacked[self.index[n]] for n in self.names}, k)
+            _point_at(model, {n: self.stacked[self.index[n]] for n in self.names}, self.shared, k)
+        self.member_params = [dict(m.named_parameters()) for m in models]
         # the module whose code runs on the stacked weights (not a submodule: it holds no weights of its own)
         base = copy.deepcopy(first).to("meta")
         if self.mode == "vmap" and first_device(models).type == "cpu" and hasattr(base, "set_attn_implementation"):
@@ -191,10 +201,11 @@ class StackedMembers(nn.Module):
     def param(self, name: str) -> nn.Parameter:
         return self.stacked[self.index[name]]
 
-    def losses(self, objective, prepared: dict[str, torch.Tensor]):
-        """Per member: (loss, correct, count), each a `[K]` tensor; `prepared` holds `[K, batch, ...]` tensors."""
+    def losses(self, objective, prepared: dict[str, torch.Tensor], common_inputs: bool = False):
+        """Per member: (loss, correct, count), each a `[K]` tensor. `prepared` holds `[K, batch, ...]` tensors, or,
+        with `common_inputs`, the one batch that every member sees (`[batch, ...]`)."""
         if self.mode == "loop":
-            outs = [objective.loss(model, {k: v[i] for k, v in prepared.items()})
+            outs = [objective.loss(model, prepared if common_inputs else {k: v[i] for k, v in prepared.items()})
                     for i, model in enumerate(self.members)]
             return tuple(torch.stack([torch.as_tensor(o[j], device=prepared_device(prepared)).float() for o in outs])
                          for j in range(3))
@@ -203,13 +214,16 @@ class StackedMembers(nn.Module):
         params = {n: self.stacked[self.index[n]] for n in self.names}
         base = self.base
 
-        def member_loss(weights, buffers, batch):
+        def member_loss(weights, shared, buffers, batch):
+            weights = {**weights, **shared}
             tensors = {**weights, **{alias: weights[name] for alias, name in self.aliases.items()}, **buffers}
             model = _FunctionalMember(base, tensors)
             loss, correct, count = objective.loss(model, batch)
             return loss, correct.float(), torch.as_tensor(count, device=loss.device).float()
 
-        return vmap(member_loss, randomness="different")(params, self.buffers_stacked, prepared)
+        batch_dim = None if common_inputs else 0
+        return vmap(member_loss, in_dims=(0, None, 0, batch_dim), randomness="different")(
+            params, self.shared, self.buffers_stacked, prepared)
 
     def gather_loop_grads(self) -> None:
         """In loop mode the gradients land on the members' parameters: stack them onto the pack's."""
@@ -218,11 +232,11 @@ class StackedMembers(nn.Module):
         for name in self.names:
             if name not in self.trainable:
                 continue
-            grads = [dict(m.named_parameters())[name].grad for m in self.members]
+            grads = [params[name].grad for params in self.member_params]
             stacked = self.param(name)
             stacked.grad = torch.stack([g if g is not None else torch.zeros_like(stacked[0]) for g in grads])
-            for m in self.members:
-                dict(m.named_parameters())[name].grad = None
+            for params in self.member_params:
+                params[name].grad = None
 
 
 def first_device(models: list[nn.Module]) -> torch.device:
@@ -249,11 +263,13 @@ class _FunctionalMember:
         return functional_call(self.base, self.tensors, args=(), kwargs=kwargs, tie_weights=False)
 
 
-def _point_at(model: nn.Module, stacked: dict[str, torch.Tensor], k: int) -> None:
-    """Make `model`'s parameters views of the member's slice of the stacked tensors (tied ones stay tied)."""
+def _point_at(model: nn.Module, stacked: dict[str, torch.Tensor], shared: dict[str, torch.Tensor], k: int) -> None:
+    """Make `model`'s parameters views of the member's slice of the stacked tensors, or of the shared ones (tied
+    ones stay tied)."""
     replaced: dict[int, nn.Parameter] = {}
     for name, param in model.named_parameters():
-        replaced[id(param)] = nn.Parameter(stacked[name].data[k], requires_grad=param.requires_grad)
+        data = shared[name] if name in shared else stacked[name].data[k]
+        replaced[id(param)] = nn.Parameter(data, requires_grad=param.requires_grad)
     for module in model.modules():
         for leaf, param in list(module._parameters.items()):
             if param is not None and id(param) in replaced:
@@ -463,17 +479,20 @@ class PackTrainer(ZooTrainer):
             with member.lane.active():  # fetching draws too (a DataLoader iterator takes its seed lazily)
                 batch = member.trainer._prepare_inputs(next(member.iterator))
                 prepared.append(member.objective.prepare(batch))
-        stacked_inputs = {key: torch.stack([p[key] for p in prepared]) for key in prepared[0]}
+        # members that see the same batch (one seed, a frozen shared encoder): it goes in once, unbatched
+        common = bool(self.stacked.shared) and all(
+            torch.equal(p[key], prepared[0][key]) for p in prepared[1:] for key in prepared[0])
+        stacked_inputs = prepared[0] if common else {k: torch.stack([p[k] for p in prepared]) for k in prepared[0]}
         with self.accelerator.autocast():
             try:
-                loss, correct, count = self.stacked.losses(self.zoo_objective, stacked_inputs)
+                loss, correct, count = self.stacked.losses(self.zoo_objective, stacked_inputs, common)
             except RuntimeError as err:  # a model whose code vmap cannot batch (data-dependent Python branches)
                 if self.stacked.mode != "vmap" or "vmap" not in str(err):
                     raise
                 logger.warning("pack %s: vmap cannot run this model (%s); training member after member",
                                self.state_dir.name, str(err).splitlines()[0][:120])
                 self.stacked.mode = "loop"
-                loss, correct, count = self.stacked.losses(self.zoo_objective, stacked_inputs)
+                loss, correct, count = self.stacked.losses(self.zoo_objective, stacked_inputs, common)
         active = self.packed_optimizer.active
         torch.where(active, loss, torch.zeros_like(loss)).sum().backward()
         self.stacked.gather_loop_grads()

@@ -618,6 +618,8 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
         where = f"--gpus-per-trial {gpus:g}" if gpus_per_trial is not None else f"resources.gpu {gpus:g}"
         raise ConfigError(f"{where}: a zoo trial trains its member in one process on at most one GPU; give 1 or a "
                           "fraction, or train members that need several GPUs one per `accelerate launch` (README)")
+    if pack is None and os.environ.get("ZOO_PACK"):  # every stage packed (runs a test suite with packs on)
+        pack = int(os.environ["ZOO_PACK"])
     for plan in stages:
         if pack is not None:
             check_pack("--pack", pack)
