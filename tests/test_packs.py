@@ -68,8 +68,9 @@ def test_a_pack_trains_each_member_as_it_would_train_alone(tmp_path, mode, solo)
         packed, alone = layout.load_member(member_dir), layout.load_member(solo_dir)
         assert packed.is_complete() and packed.checkpoints == alone.checkpoints == [0, 1, 2]
         assert _max_difference(_weights(member_dir, 0), _weights(solo_dir, 0)) == 0  # the same initialisation
-        # Adam turns rounding-level gradient differences into steps of up to the learning rate (3e-3 here)
-        assert _max_difference(_weights(member_dir, 2), _weights(solo_dir, 2)) < 3e-4
+        # Adam turns rounding-level gradient differences (a vmapped eager attention against SDPA, say) into steps of
+        # up to the learning rate (3e-3 here); the weights themselves move by ~1e-2 over these 4 steps
+        assert _max_difference(_weights(member_dir, 2), _weights(solo_dir, 2)) < 0.25 * 3e-3
         for mine, theirs in zip(packed.results, alone.results, strict=True):
             assert set(mine) == set(theirs)
             assert mine["train_loss"] == pytest.approx(theirs["train_loss"], abs=1e-4)
@@ -196,4 +197,4 @@ def test_children_of_a_frozen_parent_compute_its_encoder_once(tmp_path, monkeypa
         assert all(torch.equal(weights[k], parent_weights[k]) for k in weights if k.startswith("vit."))
         solo_dir = tmp_path / "solo" / member_dir.name
         run.train_member(args, solo_dir, tmp_path / "solo")
-        assert _max_difference(weights, _weights(solo_dir, 1)) < 3e-4
+        assert _max_difference(weights, _weights(solo_dir, 1)) < 0.25 * 3e-3
