@@ -91,8 +91,7 @@ def test_a_pack_trains_each_member_as_it_would_train_alone(tmp_path, mode, solo)
 def test_a_diverging_member_fails_alone(tmp_path):
     run = _run(tmp_path, label_smoothing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, warmup_steps=0)
     plans = _plans(run, tmp_path / "pack", [{"learning_rate": 1e-3}, {"learning_rate": 1e38}])
-    with pytest.raises(packs.TrainingDiverged, match="1 of 2 members failed"):
-        packs.train_pack(run, plans, tmp_path / "state" / "pack-nan")
+    packs.train_pack(run, plans, tmp_path / "state" / "pack-nan")  # the pack goes on without it
     healthy, diverged = (layout.load_member(d) for _, _, d in plans)
     assert healthy.is_complete() and healthy.error is None
     assert torch.isfinite(torch.tensor(healthy.results[-1]["train_loss"]))

@@ -461,9 +461,12 @@ class PackTrainer(ZooTrainer):
                 break
         self._finish()
         failed = [m for m in self.pack if m.failed]
-        if failed:
-            raise TrainingDiverged(f"{len(failed)} of {len(self.pack)} members failed: " +
-                                   "; ".join(f"{m.name}: {m.failed}" for m in failed)[:400])
+        if failed:  # recorded in each failed member; the pack's trial fails only when no member is left
+            message = f"{len(failed)} of {len(self.pack)} members failed: " + \
+                "; ".join(f"{m.name}: {m.failed}" for m in failed)[:400]
+            if len(failed) == len(self.pack):
+                raise TrainingDiverged(message)
+            logger.warning("pack %s: %s", self.state_dir.name, message)
 
     def _schedule(self, total_steps: int):
         """The learning-rate schedule of the members (shared), as a factor of each member's own rate."""

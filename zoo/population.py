@@ -345,8 +345,11 @@ def _make_trainer_class():
                 first = plans[0]
                 stage_dir = layout.zoo_stage_dir(zoo_dir, first.modality, first.stage, first.parent)
                 state_dir = layout.trainer_state_dir(zoo_dir, stage_dir) / trial["member"]
-                return packs.train_pack(self.run, [(p.name, self._member_args(p), zoo_dir / p.relpath())
-                                                   for p in plans], state_dir, self.pack_mode, _provenance())
+                members = packs.train_pack(self.run, [(p.name, self._member_args(p), zoo_dir / p.relpath())
+                                                      for p in plans], state_dir, self.pack_mode, _provenance())
+                complete = [m for m in members if m.is_complete()]  # the search reports one of them
+                self._member_dir = str(complete[0].path) if complete else self._member_dir
+                return members
             plan = plans[0]
             member_dir = zoo_dir / plan.relpath()
             args = self._member_args(plan)
@@ -390,8 +393,11 @@ def _population_trainer(run, plans: dict[str, list[PlannedMember]], zoo_dir: Pat
     return trainer
 
 
-def _all_trials_failed(err: AttributeError) -> bool:
-    """The Ray integration found no best trial (`None.trial_id`): every trial failed, each recorded in its member."""
+def _all_trials_failed(err: AttributeError | KeyError) -> bool:
+    """The Ray integration found no best trial (`None.trial_id`), or one without a result (`["objective"]`): every
+    trial failed, each recorded in its member(s)."""
+    if isinstance(err, KeyError):
+        return err.args == ("objective",)
     return err.obj is None and err.name == "trial_id"
 
 
@@ -426,7 +432,7 @@ def _run_stage(run, members: list[PlannedMember], zoo_dir: Path, resources: dict
             raise_on_failed_trial=False,
             verbose=0,
         )
-    except AttributeError as err:
+    except (AttributeError, KeyError) as err:
         if not _all_trials_failed(err):
             raise
     finally:
