@@ -620,4 +620,9 @@ def train_pack(run, plans: list[tuple[str, Any, Path]], state_dir: Path, mode: s
                 if not member.failed and not layout.load_member(member.member_dir).is_complete():
                     layout.record_failure(member.member_dir, message, pack=state_dir.name)
         raise
+    if trainer.stacked.mode != mode:  # vmap could not batch this model: the record says how the pack trained
+        for member in members:
+            config = layout.read_member_config(member.member_dir)
+            config["provenance"]["pack"]["mode"] = trainer.stacked.mode
+            layout.write_member_config(member.member_dir, config)
     return [layout.load_member(d) for _, _, d in plans]
