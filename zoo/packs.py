@@ -27,10 +27,9 @@ import copy
 import hashlib
 import json
 import logging
-import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ import torch
 from torch import nn
 
 from zoo import layout
-from zoo.training import MemberWriter, TrainingDiverged, ZooTrainer
+from zoo.training import MemberWriter, TrainingDiverged, ZooTrainer, rng_state, set_rng_state
 
 logger = logging.getLogger("zoo")
 
@@ -50,7 +49,7 @@ PACK_MODES = ("auto", "vmap", "loop")
 STATE_WEIGHTS, STATE_OPTIMIZER, STATE_INFO = "weights.safetensors", "optimizer.safetensors", "pack.json"
 
 
-def resolve_mode(mode: str, device: torch.device) -> str:
+def resolve_mode(mode: str) -> str:
     """`auto` is vmap (faster on a GPU, and on a CPU for the quickstart's ViTs: `bench/bench_packs.py`); a model
     that vmap cannot batch falls back to `loop` at its first step."""
     if mode not in PACK_MODES:
@@ -80,36 +79,21 @@ def pack_id(member_dirs: list[Path]) -> str:
 # ---------------------------------------------------------------- lanes (per-member random streams)
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 class Lane:
     """One member's random streams: what it draws from while active is what it would draw trained alone."""
 
     def __init__(self, state: dict[str, Any] | None = None):
-        self.state = state or _rng_state()
+        self.state = state or rng_state()
 
     @contextlib.contextmanager
     def active(self):
-        outside = _rng_state()
-        _set_rng_state(self.state)
+        outside = rng_state()
+        set_rng_state(self.state)
         try:
             yield
         finally:
-            self.state = _rng_state()
-            _set_rng_state(outside)
+            self.state = rng_state()
+            set_rng_state(outside)
 
     def to_json(self) -> dict[str, Any]:
         version, internal, gauss = self.state["python"]
@@ -149,7 +133,7 @@ class StackedMembers(nn.Module):
 
     def __init__(self, models: list[nn.Module], mode: str = "auto"):
         super().__init__()
-        self.mode, self.size = resolve_mode(mode, first_device(models)), len(models)
+        self.mode = resolve_mode(mode)
         self.members = models  # a plain list: their parameters are views of the stacked ones
         first = models[0]
         shapes = [[(n, tuple(p.shape)) for n, p in m.named_parameters()] for m in models]
@@ -296,6 +280,7 @@ class PackedOptimizer:
         self.weight_decays = torch.tensor(weight_decays, dtype=torch.float64, device=device)
         self.momenta = torch.tensor(momenta or [0.0] * len(lrs), dtype=torch.float64, device=device)
         self.decay_names, self.betas, self.eps, self.max_grad_norm = decay_names, betas, eps, max_grad_norm
+        self.no_decay = torch.zeros_like(self.weight_decays)
         self.active = torch.ones(len(lrs), dtype=torch.bool, device=device)
         self.steps = 0
         self.state: dict[str, dict[str, torch.Tensor]] = {}
@@ -307,16 +292,16 @@ class PackedOptimizer:
                 yield name, param
 
     @torch.no_grad()
-    def clip(self) -> torch.Tensor:
-        """Per-member `clip_grad_norm_`; returns each member's gradient norm before clipping."""
+    def clip(self) -> None:
+        """Per-member `clip_grad_norm_` (nothing to do without a `max_grad_norm`)."""
+        if self.max_grad_norm <= 0:
+            return
         grads = [p.grad for _, p in self._trainable()]
         norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), 2, dim=1) for g in grads])  # [tensors, K]
         total = torch.linalg.vector_norm(norms, 2, dim=0)
-        if self.max_grad_norm > 0:
-            coef = torch.clamp(self.max_grad_norm / (total + 1e-6), max=1.0)
-            for g in grads:
-                g.mul_(coef.view(-1, *[1] * (g.dim() - 1)).to(g.dtype))
-        return total
+        coef = torch.clamp(self.max_grad_norm / (total + 1e-6), max=1.0)
+        for g in grads:
+            g.mul_(coef.view(-1, *[1] * (g.dim() - 1)).to(g.dtype))
 
     @torch.no_grad()
     def step(self, factor: float) -> None:
@@ -326,7 +311,7 @@ class PackedOptimizer:
         for name, param in self._trainable():
             shape = (-1,) + (1,) * (param.dim() - 1)
             grad = param.grad
-            wd = self.weight_decays if name in self.decay_names else torch.zeros_like(self.weight_decays)
+            wd = self.weight_decays if name in self.decay_names else self.no_decay
             state = self.state.setdefault(name, {})
             if self.kind == "adamw":
                 self._adamw(param, grad, state, lr, wd, shape)
@@ -392,7 +377,6 @@ class PackMember:
     failed: str | None = None
     loader: Any = None
     iterator: Any = None
-    sums: dict[str, float] = field(default_factory=dict)
 
 
 class PackTrainer(ZooTrainer):
@@ -600,7 +584,7 @@ def train_pack(run, plans: list[tuple[str, Any, Path]], state_dir: Path, mode: s
     if not todo:
         return [layout.load_member(d) for _, _, d in plans]
     state_dir = Path(state_dir)
-    mode = resolve_mode(mode, plans[0][1].training.device)
+    mode = resolve_mode(mode)
     record = {"id": state_dir.name, "size": len(todo), "mode": mode, "members": [n for n, _, _ in todo]}
     members = []
     for name, args, member_dir in todo:

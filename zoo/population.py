@@ -58,7 +58,7 @@ class StagePlan:
     ranges: dict[str, dict[str, Any]] = field(default_factory=dict)  # Optuna: key -> {low, high, log} | {choices}
     optuna_trials: int = 0  # members sampled from `ranges` (0: use the grid)
     pack: int = 1  # members trained at once in one process (`zoo.packs`); 1: one member per trial
-    pack_mode: str = "auto"  # auto: vmap on a GPU, member after member on a CPU (zoo.packs)
+    pack_mode: str = "auto"  # auto: vmap, member after member for a model vmap cannot batch (zoo.packs)
 
     def sample(self, trial) -> dict[str, Any]:
         """An Optuna trial's values for this stage's ranges."""

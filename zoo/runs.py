@@ -209,7 +209,7 @@ class MemberRun:
         return MemberWriter(member_dir, config["checkpoints"], extras, perplexity=self.kind.perplexity)
 
     def trainer(self, args: Arguments, writer: MemberWriter | None, trainer_class: type = ZooTrainer,
-                model: torch.nn.Module | None = None, **extra) -> ZooTrainer:
+                model: torch.nn.Module | None = None) -> ZooTrainer:
         """The member's trainer; it builds its model when training starts, unless given one (a pack's member)."""
         splits = self.data.splits
         train = splits["train"]
@@ -227,7 +227,6 @@ class MemberRun:
             member_writer=writer,
             train_eval_dataset=train_eval,
             eval_collator=self.eval_collator,
-            **extra,
         )
 
     @property

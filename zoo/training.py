@@ -86,17 +86,30 @@ def run_provenance(training_args) -> dict[str, Any]:
     }
 
 
+def rng_state() -> dict[str, Any]:
+    """Every random state training draws from: torch (CPU, and CUDA once initialised), numpy, `random`."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 @contextlib.contextmanager
 def isolated_rng() -> Iterator[None]:
     """Run a block without touching the random state training sees (torch on every device, numpy, random)."""
-    py_state, np_state = random.getstate(), np.random.get_state()
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    saved = rng_state()
     try:
-        with torch.random.fork_rng(devices=devices):
-            yield
+        yield
     finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
+        set_rng_state(saved)
 
 
 # ---------------------------------------------------------------- objectives (the losses)
