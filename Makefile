@@ -12,6 +12,9 @@ else
 TORCH ?= torch==2.13.0
 endif
 PYTEST_ARGS ?=
+# Two pytest workers, one test module each at a time (module fixtures are built once): the Ray and multi-process
+# tests spend much of their time waiting on process start-up. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test lint clean
 
@@ -31,7 +34,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check zoo recipes tests bench
-	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check zoo recipes tests bench
