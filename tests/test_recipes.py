@@ -298,6 +298,53 @@ def test_local_datasets_with_named_columns(tmp_path, vit_parents, lm_parent):
     assert bad.returncode == 2 and "picture" in bad.stderr.strip().splitlines()[-1]
 
 
+def test_local_images_are_decoded_once_at_their_native_size(tmp_path, vit_parents, monkeypatch):
+    """A Hub or local image set is decoded once per output folder (a zoo), at its own size when every image shares
+    it, and reused by the next member; evaluation from the member's config reproduces its test accuracy."""
+    from datasets import ClassLabel, Dataset, Features, Image
+    from PIL import Image as PILImage
+
+    from zoo import evaluation
+    from zoo.data import PilToPixels, embedded
+
+    images, labels, names = embedded.digits()
+    pictures = [PILImage.fromarray(image).convert("RGB") for image in images[:200]]
+    features = Features({"image": Image(), "label": ClassLabel(names=names)})
+    Dataset.from_dict({"image": pictures, "label": labels[:200].tolist()}, features=features).save_to_disk(
+        str(tmp_path / "same"))
+    mixed = pictures[:199] + [pictures[199].resize((12, 12))]  # the last image is another size
+    Dataset.from_dict({"image": mixed, "label": labels[:200].tolist()}, features=features).save_to_disk(
+        str(tmp_path / "mixed"))
+    decoded = []
+    original = PilToPixels.__call__
+    monkeypatch.setattr(PilToPixels, "__call__", lambda self, batch: decoded.append(len(batch["image"])) or
+                        original(self, batch))
+    common = ["--config", str(CONFIGS / "vision" / "finetune_tiny.yaml"), "--num_train_epochs", "1",
+              "--pretrained", str(vit_parents["vit-supervised"].checkpoint_dir()), "--disable_tqdm", "true"]
+    for lr in ("1e-3", "2e-3"):
+        assert recipe_main("vit-finetune", [*common, "--dataset", str(tmp_path / "same"), "--learning_rate", lr,
+                                            "--output_dir", str(tmp_path / "zoo")]) == 0
+        if lr == "1e-3":
+            assert sum(decoded) == 200  # every image once, in the first member
+    assert sum(decoded) == 200  # the second member decoded nothing
+    caches = list((tmp_path / "zoo" / ".cache").glob("images-*"))
+    assert len(caches) == 1
+    members = layout.scan_members(tmp_path / "zoo")
+    assert len(members) == 2 and all(m.state == "complete" for m in members)
+    size = members[0].config["data"]["stored_size"]
+    assert size == 8 < members[0].config["data"]["image_size"]  # the digits' own 8x8, resized on the device
+    tasks = evaluation.TaskCache()
+    scores = evaluation.evaluate_members(members, tasks, progress=False)
+    for member in members:  # evaluation decodes per batch at the recorded size: the same pixels, the same metrics
+        assert scores[member.relpath]["test_acc"] == pytest.approx(member.last_result["test_acc"], abs=1e-6)
+    # images of different sizes are stored at the model's size
+    assert recipe_main("vit-finetune", [*common, "--dataset", str(tmp_path / "mixed"),
+                                        "--output_dir", str(tmp_path / "mixed_zoo")]) == 0
+    member = only_member(tmp_path / "mixed_zoo")
+    assert member.state == "complete"
+    assert member.config["data"]["stored_size"] == member.config["data"]["image_size"]
+
+
 def test_accelerate_launch(tmp_path):
     accelerate = str(Path(sys.executable).parent / "accelerate")
     result = subprocess.run([accelerate, "launch", "--config_file", "recipes/accelerate_configs/cpu.yaml",

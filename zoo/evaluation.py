@@ -61,6 +61,7 @@ class Task:
     splits: Any
     mean: float = 0.5
     std: float = 0.5
+    image_size: int = 0  # the model's input size (images may be stored smaller)
     tokenizer: Any = None
     collator: Any = None
 
@@ -78,7 +79,8 @@ class TaskCache:
         config = layout.read_json(checkpoint / "config.json")
         extra: Any
         if member.modality == "vision":
-            extra = [config.get("image_size"), config.get("num_channels")]
+            extra = [config.get("image_size"), config.get("num_channels"),
+                     (member.config.get("data") or {}).get("stored_size")]
         else:
             tokenizer_file = checkpoint / "tokenizer.json"
             extra = hashlib.sha256(tokenizer_file.read_bytes()).hexdigest() if tokenizer_file.is_file() else str(
@@ -95,8 +97,11 @@ class TaskCache:
         data_args = data_arguments(member)
         config = layout.read_json(checkpoint / "config.json")
         if member.modality == "vision":
-            data = load_images(data_args, int(config["image_size"]), int(config.get("num_channels", 3)))
-            task = Task(key, "vision", data.splits, float(data_args.image_mean), float(data_args.image_std))
+            stored = (member.config.get("data") or {}).get("stored_size")  # as the member was trained
+            data = load_images(data_args, int(config["image_size"]), int(config.get("num_channels", 3)),
+                               stored_size=stored)
+            task = Task(key, "vision", data.splits, float(data_args.image_mean), float(data_args.image_std),
+                        image_size=int(config["image_size"]))
         else:
             from transformers import AutoTokenizer, DataCollatorWithPadding
 
@@ -126,7 +131,8 @@ def _batches(task: Task, split: str, batch_size: int):
         if task.modality == "vision":
             # exactly the trainer's evaluation transform (zoo.training.ImageClassification.eval_step), so that the
             # metrics here reproduce the members' result.json
-            images = augment.normalize(augment.to_unit(torch.as_tensor(rows["pixel_values"])), task.mean, task.std)
+            images = augment.resize(augment.to_unit(torch.as_tensor(rows["pixel_values"])), task.image_size)
+            images = augment.normalize(images, task.mean, task.std)
             yield {"pixel_values": images}, torch.as_tensor(rows["labels"])
         else:
             keys = [key for key in ("input_ids", "attention_mask") if key in rows]

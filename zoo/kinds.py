@@ -146,7 +146,8 @@ class _VisionKind(MemberKind):
     def _images(self, run: MemberRun, image_size: int, channels: int, default: str):
         from zoo.data import DataError, load_images
 
-        data = load_images(run.args.data, image_size, channels, default)
+        # Hub and local image sets are decoded once per zoo (or output folder), for all its members
+        data = load_images(run.args.data, image_size, channels, default, cache_root=run.root / ".cache")
         if not data.label_names:
             raise DataError("the image data set has no labels")
         run.image_size, run.channels = image_size, channels
