@@ -9,14 +9,22 @@ import numpy as np
 import pytest
 import torch
 from datasets import Array3D, ClassLabel, Dataset, Features
-from transformers import GPT2Config, GPT2LMHeadModel, ViTConfig, ViTForImageClassification, default_data_collator
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    ViTConfig,
+    ViTForImageClassification,
+    default_data_collator,
+)
 
 from zoo import augment
 from zoo.data import embedded
 from zoo.data.device import cached_tensor_batches, collate_batch, tensor_batches
 from zoo.losses import linear_cross_entropy, reference_cross_entropy
 from zoo.models import apply_init
-from zoo.training import CausalLM, ImageClassification, unwrap
+from zoo.training import CausalLM, ImageClassification, MaskedLM, unwrap
 
 # ---------------------------------------------------------------- tensor batches
 
@@ -167,6 +175,36 @@ def test_causal_lm_objective_matches_the_stock_loss():
     _, predictions, labels = CausalLM().eval_step(model, {"input_ids": ids, "labels": ids})
     assert predictions.shape == labels.shape == (3, 11)
     assert unwrap(wrapped) is model
+
+
+def test_masked_lm_head_runs_on_the_masked_tokens_only():
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=32, max_position_embeddings=16, hidden_dropout_prob=0.0,
+                                       attention_probs_dropout_prob=0.0))
+    ids = torch.randint(0, 60, (3, 16))
+    labels = torch.where(torch.rand(3, 16) < 0.2, ids, torch.full_like(ids, -100))
+    rows = []
+    model.cls.register_forward_hook(lambda _, args, out: rows.append(args[0].shape))
+    wrapped = torch.nn.parallel.DataParallel(model)
+    loss, hits, count = MaskedLM().training_loss(wrapped, {"input_ids": ids, "labels": labels})
+    grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+    masked = int((labels != -100).sum())
+    assert rows[-1] == (masked, 16) and int(count) == masked  # the head saw the masked tokens' rows only
+    stock = model(input_ids=ids, labels=labels)  # the stock loss over every token's logits
+    want = torch.autograd.grad(stock.loss, list(model.parameters()), allow_unused=True)
+    assert rows[-1] == (3, 16, 16)
+    assert torch.allclose(loss, stock.loss, atol=1e-6)
+    for got, expected in zip(grads, want):
+        assert (got is None) == (expected is None)
+        if got is not None:
+            assert torch.allclose(got, expected, atol=1e-6)
+    mask = labels != -100
+    assert int(hits) == int((stock.logits.argmax(-1)[mask] == labels[mask]).sum())
+    _, predictions, eval_labels = MaskedLM().eval_step(model, {"input_ids": ids, "labels": labels})
+    assert predictions.shape == labels.shape and eval_labels is labels
+    assert torch.equal(predictions[mask], stock.logits.argmax(-1)[mask])
+    assert not model.cls._forward_pre_hooks  # the selection is removed after each call
 
 
 # ---------------------------------------------------------------- training still learns
