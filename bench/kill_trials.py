@@ -1,0 +1,134 @@
+"""Kill trials: SIGKILL `zoo generate` at random moments, rerun it, and compare the zoo with an uninterrupted one.
+
+    python bench/kill_trials.py --trials 10                # a small vision zoo (1 parent, 2 children), packs off
+    python bench/kill_trials.py --trials 5 --pack 2 --seed 1
+
+One uninterrupted run makes the reference zoo. Each trial starts `zoo generate` in its own process group with a Ray
+of its own (own temp dir), kills the whole group with SIGKILL after a random delay, stops what is left of that Ray
+(its own processes only, found by its temp dir), reruns the same command to completion and checks: exit 0, every
+planned member complete, the same members as the reference, every checkpoint's tensors bit-identical to the
+reference's, and no Trainer state, temp folder or lock left behind. Prints one row per trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from processes import OwnRay  # noqa: E402
+
+from zoo import layout  # noqa: E402
+
+CONFIGS = ROOT / "recipes" / "configs"
+
+
+def spec() -> dict:
+    return {"name": "kill-trials", "resources": {"cpu": 1, "gpu": 0}, "vision": {
+        "pretraining": {"config": str(CONFIGS / "vision/pretrain_supervised_tiny.yaml"),
+                        "fixed": {"num_train_epochs": 3, "checkpoint_every": 1, "max_train_samples": 512,
+                                  "max_eval_samples": 128}, "grid": {"seed": [1]}},
+        "finetuning": {"config": str(CONFIGS / "vision/finetune_tiny.yaml"),
+                       "fixed": {"num_train_epochs": 3, "checkpoint_every": 1, "max_train_samples": 512,
+                                 "max_eval_samples": 128}, "grid": {"optimizer": ["adamw", "sgd"]}}}}
+
+
+def tensors(zoo_dir: Path) -> dict[str, dict]:
+    from safetensors.numpy import load_file
+
+    out = {}
+    for member in layout.scan_members(zoo_dir):
+        for folder in sorted(Path(member.path).glob("checkpoint_*")):
+            for file in sorted(folder.glob("*.safetensors")):
+                out[str(file.relative_to(zoo_dir))] = load_file(str(file))
+    return out
+
+
+def leftovers(zoo_dir: Path) -> list[str]:
+    found = [p for p in zoo_dir.rglob("*") if p.name.startswith((".tmp_", ".old_", ".publish_staging"))]
+    found += [p for p in zoo_dir.rglob(layout.TRAINER_STATE_DIR) if any(p.iterdir())]
+    return [str(p.relative_to(zoo_dir)) for p in found]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pack", type=int, default=0, help="train in packs of this many members (0: one by one)")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    work = Path(tempfile.mkdtemp(prefix="zoo-kill-trials-"))
+    (work / "spec.yaml").write_text(yaml.safe_dump(spec()))
+    extra = ["--pack", str(args.pack)] if args.pack else []
+
+    def command(zoo: Path) -> list[str]:
+        return [sys.executable, "-m", "zoo", "generate", str(work / "spec.yaml"), "--zoo-dir", str(zoo), *extra]
+
+    ray = OwnRay()
+    env = {**ray.env, "PYTHONPATH": str(ROOT)}
+    start = time.perf_counter()
+    subprocess.run(command(work / "reference"), env=env, check=True, capture_output=True)
+    full = time.perf_counter() - start
+    ray.stop()
+    reference = tensors(work / "reference")
+    print(f"reference: {len(layout.scan_members(work / 'reference'))} members, {len(reference)} checkpoint files, "
+          f"{full:.0f} s uninterrupted")
+    failures = 0
+    for trial in range(args.trials):
+        zoo = work / f"trial{trial}"
+        delay = rng.uniform(0.15, 0.9) * full
+        ray = OwnRay()
+        env = {**ray.env, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen(command(zoo), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            proc.wait(timeout=delay)
+            killed = False
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            killed = True
+        ray.stop()
+        before = {m.relpath: m.state for m in layout.scan_members(zoo)} if zoo.exists() else {}
+        ray = OwnRay()
+        rerun = subprocess.run(command(zoo), env={**ray.env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+        ray.stop()
+        got = tensors(zoo)
+        members = layout.scan_members(zoo)
+        problems = []
+        if rerun.returncode != 0:
+            problems.append(f"rerun exit {rerun.returncode}: {rerun.stderr.strip().splitlines()[-1:]}")
+        if not all(m.state == "complete" for m in members) or len(members) != len(
+                layout.scan_members(work / "reference")):
+            problems.append("members: " + ", ".join(f"{m.relpath}={m.state}" for m in members))
+        if set(got) != set(reference):
+            problems.append(f"checkpoint files differ: {sorted(set(got) ^ set(reference))[:3]}")
+        differing = [name for name in set(got) & set(reference)
+                     if got[name].keys() != reference[name].keys()
+                     or any((got[name][k] != reference[name][k]).any() for k in got[name])]
+        if differing:
+            problems.append(f"{len(differing)} checkpoint files with other weights, e.g. {sorted(differing)[0]}")
+        problems += [f"left behind: {p}" for p in leftovers(zoo)]
+        failures += bool(problems)
+        done = sum(state == "complete" for state in before.values())
+        print(f"trial {trial}: killed after {delay:.1f} s ({'killed' if killed else 'had finished'}; "
+              f"{done}/{len(before)} members complete then) -> {'OK' if not problems else '; '.join(problems)}",
+              flush=True)
+    print(f"{args.trials - failures}/{args.trials} trials: the rerun gave the reference zoo bit for bit")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
