@@ -49,12 +49,30 @@ PACK_MODES = ("auto", "vmap", "loop")
 STATE_WEIGHTS, STATE_OPTIMIZER, STATE_INFO = "weights.safetensors", "optimizer.safetensors", "pack.json"
 
 
-def resolve_mode(mode: str) -> str:
-    """`auto` is vmap (faster on a GPU, and on a CPU for the quickstart's ViTs: `bench/bench_packs.py`); a model
-    that vmap cannot batch falls back to `loop` at its first step."""
+def resolve_mode(mode: str, models: list[nn.Module] | None = None) -> str:
+    """`auto` is vmap (faster on a GPU, and on a CPU for the quickstart's ViTs: `bench/bench_packs.py`), unless the
+    members have dropout: then `loop`, where each member's dropout draws from its own lane, as when it trains alone
+    (vmap draws the whole pack's dropout from one stream). A model that vmap cannot batch falls back to `loop` at
+    its first step."""
     if mode not in PACK_MODES:
         raise ValueError(f"pack mode {mode!r} is not one of {', '.join(PACK_MODES)}")
-    return "vmap" if mode == "auto" else mode
+    if mode == "auto":
+        return "loop" if models and has_dropout(models[0]) else "vmap"
+    return mode
+
+
+DROPOUT_CONFIG_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop",
+                       "attn_pdrop", "attention_dropout", "dropout")
+
+
+def has_dropout(model: nn.Module) -> bool:
+    """Whether training draws dropout masks: a dropout module with p > 0, or a dropout rate in the HF config (some
+    attention implementations take it as a number, not a module)."""
+    if any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()):
+        return True
+    config = getattr(model, "config", None)
+    return any(isinstance(getattr(config, key, None), (int, float)) and getattr(config, key) > 0
+               for key in DROPOUT_CONFIG_KEYS)
 
 
 def pack_signature(params: dict[str, Any]) -> str:
@@ -133,7 +151,10 @@ class StackedMembers(nn.Module):
 
     def __init__(self, models: list[nn.Module], mode: str = "auto"):
         super().__init__()
-        self.mode = resolve_mode(mode)
+        self.mode = resolve_mode(mode, models)
+        if self.mode == "vmap" and has_dropout(models[0]):
+            logger.warning("pack_mode vmap with dropout: the members' dropout masks come from the pack's random "
+                           "stream, not each member's own (pack_mode auto or loop keeps them)")
         self.members = models  # a plain list: their parameters are views of the stacked ones
         first = models[0]
         shapes = [[(n, tuple(p.shape)) for n, p in m.named_parameters()] for m in models]
@@ -185,12 +206,17 @@ class StackedMembers(nn.Module):
     def param(self, name: str) -> nn.Parameter:
         return self.stacked[self.index[name]]
 
-    def losses(self, objective, prepared: dict[str, torch.Tensor], common_inputs: bool = False):
+    def losses(self, objective, prepared: dict[str, torch.Tensor], common_inputs: bool = False,
+               lanes: list | None = None):
         """Per member: (loss, correct, count), each a `[K]` tensor. `prepared` holds `[K, batch, ...]` tensors, or,
-        with `common_inputs`, the one batch that every member sees (`[batch, ...]`)."""
+        with `common_inputs`, the one batch that every member sees (`[batch, ...]`). In loop mode each member's
+        forward runs on its lane (`lanes`), so its dropout draws are its own."""
         if self.mode == "loop":
-            outs = [objective.loss(model, prepared if common_inputs else {k: v[i] for k, v in prepared.items()})
-                    for i, model in enumerate(self.members)]
+            outs = []
+            for i, model in enumerate(self.members):
+                with lanes[i].active() if lanes is not None else contextlib.nullcontext():
+                    outs.append(objective.loss(model, prepared if common_inputs else
+                                               {k: v[i] for k, v in prepared.items()}))
             return tuple(torch.stack([torch.as_tensor(o[j], device=prepared_device(prepared)).float() for o in outs])
                          for j in range(3))
         from torch.func import vmap
@@ -470,16 +496,17 @@ class PackTrainer(ZooTrainer):
         common = bool(self.stacked.shared) and all(
             torch.equal(p[key], prepared[0][key]) for p in prepared[1:] for key in prepared[0])
         stacked_inputs = prepared[0] if common else {k: torch.stack([p[k] for p in prepared]) for k in prepared[0]}
+        lanes = [member.lane for member in self.pack]
         with self.accelerator.autocast():
             try:
-                loss, correct, count = self.stacked.losses(self.zoo_objective, stacked_inputs, common)
+                loss, correct, count = self.stacked.losses(self.zoo_objective, stacked_inputs, common, lanes)
             except RuntimeError as err:  # a model whose code vmap cannot batch (data-dependent Python branches)
                 if self.stacked.mode != "vmap" or "vmap" not in str(err):
                     raise
                 logger.warning("pack %s: vmap cannot run this model (%s); training member after member",
                                self.state_dir.name, str(err).splitlines()[0][:120])
                 self.stacked.mode = "loop"
-                loss, correct, count = self.stacked.losses(self.zoo_objective, stacked_inputs, common)
+                loss, correct, count = self.stacked.losses(self.zoo_objective, stacked_inputs, common, lanes)
         active = self.packed_optimizer.active
         torch.where(active, loss, torch.zeros_like(loss)).sum().backward()
         self.stacked.gather_loop_grads()
@@ -584,8 +611,8 @@ def train_pack(run, plans: list[tuple[str, Any, Path]], state_dir: Path, mode: s
     if not todo:
         return [layout.load_member(d) for _, _, d in plans]
     state_dir = Path(state_dir)
-    mode = resolve_mode(mode)
-    record = {"id": state_dir.name, "size": len(todo), "mode": mode, "members": [n for n, _, _ in todo]}
+    record = {"id": state_dir.name, "size": len(todo), "mode": resolve_mode(mode),
+              "members": [n for n, _, _ in todo]}
     members = []
     for name, args, member_dir in todo:
         args.training.output_dir = str(state_dir)
@@ -593,6 +620,7 @@ def train_pack(run, plans: list[tuple[str, Any, Path]], state_dir: Path, mode: s
         writer = run.prepare_member(args, member_dir, {**(provenance or {}), "pack": record})
         members.append(PackMember(name, args, Path(member_dir), writer))
     trainer = PackTrainer(run, members, state_dir, mode)
+    _record_mode(members, record, trainer.stacked.mode)  # auto chose loop for members with dropout
     try:
         trainer.train()
     except TrainingDiverged:
@@ -604,9 +632,16 @@ def train_pack(run, plans: list[tuple[str, Any, Path]], state_dir: Path, mode: s
                 if not member.failed and not layout.load_member(member.member_dir).is_complete():
                     layout.record_failure(member.member_dir, message, pack=state_dir.name)
         raise
-    if trainer.stacked.mode != mode:  # vmap could not batch this model: the record says how the pack trained
-        for member in members:
-            config = layout.read_member_config(member.member_dir)
-            config["provenance"]["pack"]["mode"] = trainer.stacked.mode
-            layout.write_member_config(member.member_dir, config)
+    _record_mode(members, record, trainer.stacked.mode)  # vmap could not batch this model
     return [layout.load_member(d) for _, _, d in plans]
+
+
+def _record_mode(members: list[PackMember], record: dict, mode: str) -> None:
+    """The pack record in the members' configs says how the pack trained."""
+    if record["mode"] == mode:
+        return
+    record["mode"] = mode
+    for member in members:
+        config = layout.read_member_config(member.member_dir)
+        config["provenance"]["pack"]["mode"] = mode
+        layout.write_member_config(member.member_dir, config)
