@@ -4,7 +4,9 @@
     python bench/kill_trials.py --trials 5 --pack 2 --seed 1
 
 One uninterrupted run makes the reference zoo. Each trial starts `zoo generate` in its own process group with a Ray
-of its own (own temp dir), kills the whole group with SIGKILL after a random delay, stops what is left of that Ray
+of its own (own temp dir), kills the whole group with SIGKILL at a random moment (by default once the zoo holds a
+random number of `result.json` lines, so that kills land inside training, plus up to 0.2 s; `--by-time` after a
+random share of the uninterrupted run's time instead), stops what is left of that Ray
 (its own processes only, found by its temp dir), reruns the same command to completion and checks: exit 0, every
 planned member complete, the same members as the reference, every checkpoint's tensors bit-identical to the
 reference's, and no Trainer state, temp folder or lock left behind. Prints one row per trial.
@@ -56,6 +58,20 @@ def tensors(zoo_dir: Path) -> dict[str, dict]:
     return out
 
 
+def result_lines(zoo_dir: Path) -> int:
+    """The result lines written so far in the zoo's member folders (read while the run writes them)."""
+    if not zoo_dir.exists():
+        return 0
+    count = 0
+    for path in zoo_dir.rglob("result.json"):
+        if not any(part.startswith(".") for part in path.relative_to(zoo_dir).parts):
+            try:
+                count += len(layout.read_results(path.parent, lenient=True))
+            except (OSError, layout.LayoutError):
+                continue
+    return count
+
+
 def leftovers(zoo_dir: Path) -> list[str]:
     found = [p for p in zoo_dir.rglob("*") if p.name.startswith((".tmp_", ".old_", ".publish_staging"))]
     found += [p for p in zoo_dir.rglob(layout.TRAINER_STATE_DIR) if any(p.iterdir())]
@@ -67,6 +83,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pack", type=int, default=0, help="train in packs of this many members (0: one by one)")
+    parser.add_argument("--by-time", action="store_true", help="kill after a random delay, not a random epoch")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="zoo-kill-trials-"))
@@ -83,23 +100,31 @@ def main() -> None:
     full = time.perf_counter() - start
     ray.stop()
     reference = tensors(work / "reference")
+    lines = sum(len(m.results) for m in layout.scan_members(work / "reference"))
     print(f"reference: {len(layout.scan_members(work / 'reference'))} members, {len(reference)} checkpoint files, "
           f"{full:.0f} s uninterrupted")
     failures = 0
     for trial in range(args.trials):
         zoo = work / f"trial{trial}"
         delay = rng.uniform(0.15, 0.9) * full
+        target, extra_wait = rng.randint(1, lines - 1), rng.uniform(0.0, 0.2)
         ray = OwnRay()
         env = {**ray.env, "PYTHONPATH": str(ROOT)}
+        started = time.perf_counter()
         proc = subprocess.Popen(command(zoo), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
-        try:
-            proc.wait(timeout=delay)
-            killed = False
-        except subprocess.TimeoutExpired:
+        while proc.poll() is None:
+            if args.by_time and time.perf_counter() - started >= delay:
+                break
+            if not args.by_time and result_lines(zoo) >= target:
+                time.sleep(extra_wait)
+                break
+            time.sleep(0.05)
+        killed = proc.poll() is None
+        if killed:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            killed = True
+        proc.wait()
+        delay = time.perf_counter() - started
         ray.stop()
         before = {m.relpath: m.state for m in layout.scan_members(zoo)} if zoo.exists() else {}
         ray = OwnRay()
@@ -123,8 +148,9 @@ def main() -> None:
         problems += [f"left behind: {p}" for p in leftovers(zoo)]
         failures += bool(problems)
         done = sum(state == "complete" for state in before.values())
-        print(f"trial {trial}: killed after {delay:.1f} s ({'killed' if killed else 'had finished'}; "
-              f"{done}/{len(before)} members complete then) -> {'OK' if not problems else '; '.join(problems)}",
+        at = f"{delay:.1f} s" if args.by_time else f"{delay:.1f} s, at result line {target}/{lines}"
+        print(f"trial {trial}: {'killed' if killed else 'finished before the kill'} after {at} "
+              f"({done}/{len(before)} members complete then) -> {'OK' if not problems else '; '.join(problems)}",
               flush=True)
     print(f"{args.trials - failures}/{args.trials} trials: the rerun gave the reference zoo bit for bit")
     sys.exit(1 if failures else 0)
