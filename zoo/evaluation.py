@@ -79,8 +79,7 @@ class TaskCache:
         config = layout.read_json(checkpoint / "config.json")
         extra: Any
         if member.modality == "vision":
-            extra = [config.get("image_size"), config.get("num_channels"),
-                     (member.config.get("data") or {}).get("stored_size")]
+            extra = [config.get("image_size"), config.get("num_channels"), _stored_size(member)]
         else:
             tokenizer_file = checkpoint / "tokenizer.json"
             extra = hashlib.sha256(tokenizer_file.read_bytes()).hexdigest() if tokenizer_file.is_file() else str(
@@ -97,9 +96,8 @@ class TaskCache:
         data_args = data_arguments(member)
         config = layout.read_json(checkpoint / "config.json")
         if member.modality == "vision":
-            stored = (member.config.get("data") or {}).get("stored_size")  # as the member was trained
             data = load_images(data_args, int(config["image_size"]), int(config.get("num_channels", 3)),
-                               stored_size=stored)
+                               stored_size=_stored_size(member))
             task = Task(key, "vision", data.splits, float(data_args.image_mean), float(data_args.image_std),
                         image_size=int(config["image_size"]))
         else:
@@ -112,6 +110,11 @@ class TaskCache:
             task = Task(key, "language", data.splits, tokenizer=tokenizer, collator=DataCollatorWithPadding(tokenizer))
         self._tasks[key] = task
         return task
+
+
+def _stored_size(member: layout.MemberInfo) -> int | None:
+    """The size the member's training images were stored at (Hub and local sets decoded once), when recorded."""
+    return (member.config.get("data") or {}).get("stored_size")
 
 
 def device() -> str:

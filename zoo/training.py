@@ -272,9 +272,8 @@ class MaskedLM(Objective):
             if handle is not None:
                 handle.remove()
         if handle is None:  # a model without that head (a pack's functional stack): every token's logits
-            logits, labels = logits[mask], labels[mask]
-        else:
-            labels = labels[mask]
+            logits = logits[mask]
+        labels = labels[mask]
         loss = F.cross_entropy(logits, labels) if labels.numel() else logits.sum() * 0.0
         return logits, labels, mask, loss
 
