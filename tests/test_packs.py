@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -12,6 +14,7 @@ from transformers import AutoModelForImageClassification
 from zoo import kinds, layout, packs
 from zoo.arguments import parse_config
 from zoo.runs import Arguments, MemberRun, kind_defaults
+from zoo.training import ZooTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "recipes" / "configs" / "vision" / "pretrain_supervised_tiny.yaml"
@@ -124,6 +127,50 @@ def test_an_interrupted_pack_resumes_to_the_same_weights(tmp_path, monkeypatch):
         assert _max_difference(_weights(resumed, 2), _weights(straight, 2)) == 0
         assert [r["test_loss"] for r in layout.load_member(resumed).results] == \
             [r["test_loss"] for r in layout.load_member(straight).results]
+
+
+def _pack_trainer(run: MemberRun, folder: Path, members=MEMBERS, mode: str = "vmap") -> packs.PackTrainer:
+    pack = []
+    for name, args, member_dir in _plans(run, folder, members):
+        args.training.output_dir = str(folder / "state")
+        pack.append(packs.PackMember(name, args, member_dir, run.prepare_member(args, member_dir)))
+    return packs.PackTrainer(run, pack, folder / "state" / "pack-eval", mode)
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return a["python"] == b["python"] and torch.equal(a["cpu"], b["cpu"]) and \
+        all(np.array_equal(x, y) for x, y in zip(a["numpy"], b["numpy"]))
+
+
+@pytest.mark.parametrize("mode", ["supervised", "contrastive"])
+def test_a_pack_evaluates_its_members_at_once_as_each_alone(tmp_path, monkeypatch, mode):
+    """One vmapped pass over the test batches gives each member the metrics `Trainer.evaluate` gives it, and its
+    random stream makes the draws that evaluation makes alone (SimCLR's seeded evaluation views included)."""
+    extra = {"mode": "contrastive", "temperature": 0.1, "projection_dim": 64} if mode == "contrastive" else {}
+    run = _run(tmp_path, max_eval_samples=80, per_device_eval_batch_size=32, **extra)  # 3 batches, the last short
+    trainer = _pack_trainer(run, tmp_path, MEMBERS + [{"seed": 3, "learning_rate": 2e-3}])
+    trainer.stacked.eval()
+    with torch.no_grad():  # members that differ more than their initialisations
+        for k, param in enumerate(p for p in trainer.stacked.stacked if p.requires_grad):
+            param.add_(torch.randn_like(param) * 0.05 * (k % 3))
+    before = [copy.deepcopy(m.lane.state) for m in trainer.pack]
+    passes = []
+    eval_losses = packs.StackedMembers.eval_losses
+    monkeypatch.setattr(packs.StackedMembers, "eval_losses", lambda self, *a: passes.append(1) or eval_losses(self, *a))
+    monkeypatch.setattr(ZooTrainer, "evaluate", lambda *a, **k: pytest.fail("evaluated member by member"))
+    batched = trainer._evaluate_members(trainer.pack, None, "eval", on_lanes=True)
+    monkeypatch.undo()
+    assert len(passes) == 3  # one forward per batch for the whole pack
+    after = [copy.deepcopy(m.lane.state) for m in trainer.pack]
+    for member, state, mine, lane_after in zip(trainer.pack, before, batched, after, strict=True):
+        member.lane.state = state
+        with member.lane.active():
+            alone = member.trainer.evaluate()
+        assert _states_equal(member.lane.state, lane_after)  # the same draws as its own evaluation
+        assert mine["eval_loss"] == pytest.approx(alone["eval_loss"], abs=1e-5)
+        assert mine["eval_acc"] == alone["eval_acc"]
+    assert len({round(m["eval_loss"], 4) for m in batched}) == 3  # three members, three results
+    assert trainer._evaluate_members(trainer.pack, None, "eval", on_lanes=True) == batched  # repeatable
 
 
 def test_packs_group_members_of_equal_shapes_and_schedules():

@@ -132,7 +132,7 @@ def _batches(task: Task, split: str, batch_size: int):
     for start in range(0, len(data), batch_size):
         rows = data[start : start + batch_size]
         if task.modality == "vision":
-            # exactly the trainer's evaluation transform (zoo.training.ImageClassification.eval_step), so that the
+            # exactly the trainer's evaluation transform (zoo.training.ImageClassification.eval_loss), so that the
             # metrics here reproduce the members' result.json
             images = augment.resize(augment.to_unit(torch.as_tensor(rows["pixel_values"])), task.image_size)
             images = augment.normalize(images, task.mean, task.std)

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from zoo import layout
-from zoo.training import MemberWriter, TrainingDiverged, ZooTrainer, rng_state, set_rng_state
+from zoo.training import MemberWriter, TrainingDiverged, ZooTrainer, isolated_rng, rng_state, set_rng_state
 
 logger = logging.getLogger("zoo")
 
@@ -235,6 +235,22 @@ class StackedMembers(nn.Module):
         return vmap(member_loss, in_dims=(0, None, 0, batch_dim), randomness="different")(
             params, self.shared, self.buffers_stacked, prepared)
 
+    def eval_losses(self, objective, prepared: dict[str, torch.Tensor]):
+        """Every member's (loss, predictions, labels) on one evaluation batch that all of them see (vmap mode):
+        `[K, ...]` tensors from one vmapped forward. Evaluation draws nothing (`randomness="error"`)."""
+        from torch.func import vmap
+
+        params = {n: self.stacked[self.index[n]] for n in self.names}
+        base = self.base
+
+        def member_eval(weights, shared, buffers, batch):
+            weights = {**weights, **shared}
+            tensors = {**weights, **{alias: weights[name] for alias, name in self.aliases.items()}, **buffers}
+            return objective.eval_loss(_FunctionalMember(base, tensors), batch)
+
+        return vmap(member_eval, in_dims=(0, None, 0, None), randomness="error")(
+            params, self.shared, self.buffers_stacked, prepared)
+
     def gather_loop_grads(self) -> None:
         """In loop mode the gradients land on the members' parameters: stack them onto the pack's."""
         if self.mode != "loop":
@@ -429,6 +445,7 @@ class PackTrainer(ZooTrainer):
             member.writer.trainer = member.trainer
             member.objective = run.objective(member.args)
         self.stacked = stacked
+        self._batched_eval = True  # until vmap fails to evaluate this model
         zoo = [m.args.zoo for m in members]
         training = [m.args.training for m in members]
         decay = set(members[0].trainer.get_decay_parameter_names(members[0].model))
@@ -450,8 +467,7 @@ class PackTrainer(ZooTrainer):
         schedule, factor = self._schedule(total_steps)
         start_epoch = self._resume(schedule)
         if start_epoch == 0:
-            for member in self.pack:
-                member.writer.write_initial(member.model)
+            self._write_initial()
         self.stacked.train()
         for epoch in range(start_epoch, epochs):
             started = time.time()
@@ -519,18 +535,101 @@ class PackTrainer(ZooTrainer):
     def _end_epoch(self, epoch: int, step: int, sums) -> None:
         values = sums.tolist() if sums is not None else [[0.0] * len(self.pack)] * 3
         self.stacked.eval()
+        active = [m for m in self.pack if not m.failed]
+        evaluated = self._evaluate_members(active, None, "eval", on_lanes=True)
         for k, member in enumerate(self.pack):
             if member.failed:
                 continue
             loss_sum, correct, count = values[0][k], values[1][k], values[2][k]
             stats = {"loss": loss_sum / max(count, 1), "acc": correct / max(count, 1), "samples": round(count)}
-            with member.lane.active():
-                metrics = member.trainer.evaluate()
+            if evaluated is not None:
+                metrics = evaluated[active.index(member)]
+            else:
+                with member.lane.active():
+                    metrics = member.trainer.evaluate()
             try:
                 member.writer.write_epoch(epoch, step, stats, metrics, member.model)
             except TrainingDiverged as err:
                 self._fail(k, member, f"TrainingDiverged: {err}")
         self.stacked.train()
+
+    # ------------------------------------------------ evaluation, once for the pack
+
+    def _write_initial(self) -> None:
+        """Epoch 0 of every member that lacks it, evaluated at once (isolated from the lanes, as alone)."""
+        missing = [m for m in self.pack if m.writer.epoch0_missing()]
+        train_set = missing[0].trainer.train_eval_dataset if missing else None
+        test = train = None
+        if missing and all(m.trainer.train_eval_dataset is train_set for m in missing):
+            self.stacked.eval()
+            with isolated_rng():
+                test = self._evaluate_members(missing, None, "test", on_lanes=False)
+                if test is not None:
+                    train = self._evaluate_members(missing, train_set, "train", on_lanes=False) \
+                        if train_set is not None else [{} for _ in missing]
+        for member in self.pack:
+            done = test is not None and member in missing
+            member.writer.write_initial(member.model, metrics=(test[missing.index(member)],
+                                                               train[missing.index(member)]) if done else None)
+
+    def _evaluate_members(self, members: list[PackMember], dataset, prefix: str, on_lanes: bool) -> list | None:
+        """The metrics `member.trainer.evaluate(dataset, metric_key_prefix=prefix)` returns, for each of `members`,
+        from one pass over the evaluation batches with the members' forward passes vmapped.
+
+        Each member's own DataLoader still runs (on its lane, with `on_lanes`), so its random stream makes the draws
+        it makes alone, and its batches are checked to equal the first member's. The loss is weighted (a batch by its
+        rows), NaN-filtered and prefixed as the Trainer's `evaluation_loop` does; the metrics come from the member's
+        `compute_metrics`.
+        Returns None, having touched nothing, when the pack cannot evaluate at once (loop mode, other evaluation
+        sets or options); members whose batches differ, or a model vmap cannot run, are evaluated one by one."""
+        first = members[0].trainer if members else None
+        if self.stacked.mode != "vmap" or first is None or not self._batched_eval or first.args.batch_eval_metrics \
+                or first.args.include_for_metrics or isinstance(dataset or first.eval_dataset, dict) \
+                or any(m.trainer.eval_dataset is not first.eval_dataset for m in members):
+            return None
+        from transformers.trainer_pt_utils import EvalLoopContainer, find_batch_size
+
+        iterators = []
+        for member in members:
+            with member.lane.active() if on_lanes else contextlib.nullcontext():
+                iterators.append(iter(member.trainer.get_eval_dataloader(dataset)))
+        slots = [self.stacked.members.index(m.model) for m in members]
+        concat, batch_size = first.args.eval_do_concat_batches, first.args.eval_batch_size
+        containers = [[EvalLoopContainer(concat, padding_index=-100) for _ in range(3)] for _ in members]
+        batched = True
+        while True:
+            batches = []
+            for member, iterator in zip(members, iterators):
+                with member.lane.active() if on_lanes else contextlib.nullcontext():
+                    batches.append(next(iterator, None))
+            if batches[0] is None:
+                break
+            if not batched:
+                continue  # one by one after all: the DataLoaders still draw what they draw alone
+            if not all(_same_batch(batches[0], b) for b in batches[1:]):
+                batched = False
+                continue
+            inputs = first._prepare_inputs(batches[0])
+            try:
+                with torch.no_grad(), self.compute_loss_context_manager():
+                    loss, predictions, labels = self.stacked.eval_losses(
+                        self.zoo_objective, self.zoo_objective.eval_prepare(inputs))
+            except RuntimeError as err:  # a model whose code vmap cannot batch: evaluate member by member
+                logger.warning("pack %s: vmap cannot evaluate this model (%s); evaluating member after member",
+                               self.state_dir.name, str(err).splitlines()[0][:120])
+                self._batched_eval = batched = False
+                continue
+            rows = find_batch_size(inputs) or batch_size  # (accelerate cuts a short last batch's repeats to its rows)
+            for (losses, preds, labels_seen), k in zip(containers, slots):
+                losses.add(loss[k].detach().repeat(rows))
+                if first.compute_metrics is not None:
+                    preds.add(predictions[k])
+                    labels_seen.add(labels[k])
+        if not batched:
+            with isolated_rng():  # the lanes have made their evaluation draws above
+                return [m.trainer.evaluate(dataset, metric_key_prefix=prefix) for m in members]
+        return [_loop_metrics(m.trainer, *(c.get_arrays() for c in box), prefix)
+                for m, box in zip(members, containers)]
 
     def _fail(self, k: int, member: PackMember, error: str) -> None:
         member.failed = error
@@ -587,6 +686,28 @@ class PackTrainer(ZooTrainer):
     def _finish(self) -> None:
         if all(layout.load_member(m.member_dir).is_complete() or m.failed for m in self.pack):
             layout.remove_trainer_state(self.state_dir)
+
+
+def _same_batch(a: dict, b: dict) -> bool:
+    if a.keys() != b.keys():
+        return False
+    return all(torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k] for k in a)
+
+
+def _loop_metrics(trainer, losses, predictions, labels, prefix: str) -> dict[str, float]:
+    """What `Trainer.evaluation_loop` makes of gathered losses, predictions and labels."""
+    from transformers.trainer_utils import EvalPrediction, denumpify_detensorize
+
+    metrics = {}
+    if trainer.compute_metrics is not None and predictions is not None and labels is not None:
+        metrics = trainer.compute_metrics(EvalPrediction(predictions=predictions, label_ids=labels))
+    metrics = denumpify_detensorize(metrics)
+    if isinstance(losses, np.ndarray):
+        finite = np.isfinite(losses)
+        if trainer.args.logging_nan_inf_filter and finite.any():
+            losses = losses[finite]
+        metrics[f"{prefix}_loss"] = losses.mean().item()
+    return {key if key.startswith(f"{prefix}_") else f"{prefix}_{key}": value for key, value in metrics.items()}
 
 
 def _check_same_schedule(members: list[PackMember]) -> None:

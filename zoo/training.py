@@ -136,9 +136,16 @@ class Objective:
     def training_loss(self, model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | int]:
         return self.loss(model, self.prepare(inputs))
 
-    def eval_step(self, model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(mean loss, predictions, labels) with plain (unsmoothed) losses."""
+    def eval_prepare(self, inputs: dict) -> dict:
+        """The model inputs of an evaluation batch: anything random is drawn here, from a fixed seed of its own."""
+        return inputs
+
+    def eval_loss(self, model, prepared: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mean loss, predictions, labels) with plain (unsmoothed) losses; deterministic (a pack vmaps it)."""
         raise NotImplementedError
+
+    def eval_step(self, model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.eval_loss(model, self.eval_prepare(inputs))
 
 
 class ImageClassification(Objective):
@@ -164,7 +171,7 @@ class ImageClassification(Objective):
         correct = (logits.argmax(-1) == targets.argmax(-1)).sum()
         return loss, correct, targets.shape[0]
 
-    def eval_step(self, model, inputs):
+    def eval_loss(self, model, inputs):
         images = augment.resize(augment.to_unit(inputs["pixel_values"]), self.image_size)
         logits = model(pixel_values=augment.normalize(images, self.mean, self.std)).logits
         return F.cross_entropy(logits.float(), inputs["labels"]), logits.argmax(-1), inputs["labels"]
@@ -204,12 +211,15 @@ class Contrastive(Objective):
         loss, hits = self._hits_loss(model, prepared["views"])
         return loss, hits.sum(), hits.shape[0]
 
-    def eval_step(self, model, inputs):
+    def eval_prepare(self, inputs):
         device = inputs["pixel_values"].device
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(1234)
-            loss, hits = self._hits_loss(model, self.prepare(inputs)["views"])
+            return self.prepare(inputs)
+
+    def eval_loss(self, model, prepared):
+        loss, hits = self._hits_loss(model, prepared["views"])
         hits = hits.long().view(2, -1).T  # one row per image (its two views): gathering over processes cuts rows
         return loss, hits, torch.ones_like(hits)
 
@@ -239,7 +249,7 @@ class CausalLM(Objective):
         loss, hits, _ = self._loss(model, prepared)
         return loss, hits, (prepared["labels"][:, 1:] != -100).sum()
 
-    def eval_step(self, model, inputs):
+    def eval_loss(self, model, inputs):
         loss, _, predictions = self._loss(model, inputs)
         return loss, predictions, inputs["labels"][:, 1:]
 
@@ -281,7 +291,7 @@ class MaskedLM(Objective):
         logits, labels, mask, loss = self._logits_loss(model, prepared)
         return loss, (logits.argmax(-1) == labels).sum(), mask.sum()
 
-    def eval_step(self, model, inputs):
+    def eval_loss(self, model, inputs):
         logits, labels, mask, loss = self._logits_loss(model, inputs)
         predictions = torch.full_like(inputs["labels"], -100)
         predictions[mask] = logits.argmax(-1)
@@ -294,7 +304,7 @@ class SequenceClassification(Objective):
         loss = F.cross_entropy(logits, prepared["labels"])
         return loss, (logits.argmax(-1) == prepared["labels"]).sum(), logits.shape[0]
 
-    def eval_step(self, model, inputs):
+    def eval_loss(self, model, inputs):
         logits = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).logits.float()
         return F.cross_entropy(logits, inputs["labels"]), logits.argmax(-1), inputs["labels"]
 
@@ -359,12 +369,6 @@ class ZooTrainer(Trainer):
             # step into a slower dynamic-shape graph
             plugin.dynamic = False
 
-    def _get_dataloader(self, *args, **kwargs):
-        # pinned host memory helps CUDA copies only; without CUDA torch warns at every epoch. Set here, after the
-        # member's config.json recorded the arguments, so a zoo resumes on either device.
-        self.args.dataloader_pin_memory = self.args.dataloader_pin_memory and torch.cuda.is_available()
-        return super()._get_dataloader(*args, **kwargs)
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, correct, count = self.zoo_objective.training_loss(model, inputs)
         # running sums stay on the device (no host sync per step); a plain-int count costs no transfer at all
@@ -399,6 +403,9 @@ class ZooTrainer(Trainer):
 
     def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False,
                         dataloader_key=None):
+        # pinned host memory helps CUDA copies only; without CUDA torch warns at every epoch. Set here, after the
+        # member's config.json recorded the arguments, so a zoo resumes on either device.
+        self.args.dataloader_pin_memory = self.args.dataloader_pin_memory and torch.cuda.is_available()
         batches = self._tensor_batches(dataset)
         if batches is None:
             return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
@@ -552,24 +559,27 @@ class MemberWriter(TrainerCallback):
             self.write_initial(kwargs["model"], state.is_world_process_zero)
         self._epoch_start = time.time()
 
-    def write_initial(self, model, is_main: bool = True) -> None:
-        """Evaluate and write epoch 0 (the initialised model) unless an earlier run already did."""
-        if not self.trainer.main_process_decides(self._epoch0_missing):
+    def write_initial(self, model, is_main: bool = True, metrics: tuple[dict, dict] | None = None) -> None:
+        """Evaluate and write epoch 0 (the initialised model) unless an earlier run already did. `metrics`: its
+        (test, train) evaluations when the caller already made them (a pack evaluates its members at once)."""
+        if not self.trainer.main_process_decides(self.epoch0_missing):
             return
-        # Evaluating draws random numbers (every DataLoader iterator takes a seed): isolated, so that a member
-        # trains on the same random stream whether or not an earlier, killed run already wrote its epoch 0.
-        self._busy = True
-        try:
-            with isolated_rng():
-                test = self.trainer.evaluate(metric_key_prefix="test")
-                train = self.trainer.evaluate(self.trainer.train_eval_dataset, metric_key_prefix="train") \
-                    if self.trainer.train_eval_dataset is not None else {}
-        finally:
-            self._busy = False
+        if metrics is None:
+            # Evaluating draws random numbers (every DataLoader iterator takes a seed): isolated, so that a member
+            # trains on the same random stream whether or not an earlier, killed run already wrote its epoch 0.
+            self._busy = True
+            try:
+                with isolated_rng():
+                    metrics = (self.trainer.evaluate(metric_key_prefix="test"),
+                               self.trainer.evaluate(self.trainer.train_eval_dataset, metric_key_prefix="train")
+                               if self.trainer.train_eval_dataset is not None else {})
+            finally:
+                self._busy = False
+        test, train = metrics
         stats = {"loss": train.get("train_loss"), "acc": train.get("train_acc"), "samples": 0}
         self._write(0, 0, stats, test, model, is_main)
 
-    def _epoch0_missing(self) -> bool:
+    def epoch0_missing(self) -> bool:
         done = {int(row["epoch"]) for row in layout.read_results(self.member_dir)}
         return not (0 in done and layout.verify_checkpoint(self._ckpt(0)) is None)
 
