@@ -10,7 +10,9 @@ device synchronisation. Rows, in images per second summed over members:
 - **pack**: K members through `zoo.packs` as `PackTrainer` steps them: each member's batch prepared on its own
   random lane, one vmapped forward and backward over the stacked weights, the packed AdamW with per-member clipping;
   also `loop` (member after member on the stacked storage);
-- **ceiling**: the stock model alone at batch K x batch (what one big model does with the same number of images).
+- **ceiling**: the stock model alone at batch K x batch (what one big model does with the same number of images);
+- **evaluation**: the K members' forward on one test batch, member after member against one vmapped pass (what a
+  pack's epoch-end evaluation runs).
 The ratio pack / one by one is the issue's goal (>= 10x for K = 32 on a GPU).
 """
 
@@ -124,6 +126,30 @@ def pack(args, device, mode: str) -> float:
     return args.batch * args.k / timed(step, args.steps, args.warmup, device)
 
 
+def evaluation(args, device) -> tuple[float, float]:
+    """Evaluation of the K members on one test batch they all see: one by one (each member's forward, as
+    `Trainer.evaluate` runs it per member) against one vmapped forward of the pack (`StackedMembers.eval_losses`,
+    what a pack's epoch-end evaluation runs). Images per second summed over members."""
+    models = [vit(args, seed, device).eval() for seed in range(args.k)]
+    stacked = packs.StackedMembers(models, "vmap").eval()
+    loss_of = objective()
+    data = batch(args, device, args.eval_batch)
+
+    def alone():
+        for model in models:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                loss_of.eval_step(model, data)
+
+    def packed():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            stacked.eval_losses(loss_of, loss_of.eval_prepare(data))
+
+    with torch.no_grad():
+        rows = args.eval_batch * args.k
+        return rows / timed(alone, args.steps, args.warmup, device), rows / timed(packed, args.steps, args.warmup,
+                                                                                  device)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", action="store_true")
@@ -134,6 +160,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--modes", default="vmap,loop")
+    parser.add_argument("--eval-batch", type=int, default=1024, help="rows of the evaluation rows' test batch")
     args = parser.parse_args()
     device = torch.device("cpu" if args.cpu or not torch.cuda.is_available() else "cuda")
     args.bf16 = device.type == "cuda"
@@ -150,6 +177,9 @@ def main() -> None:
         packed = pack(args, device, mode)
         print(f"pack ({mode:4s})         {packed:10.0f} img/s   {packed / alone:5.2f}x one by one")
     print(f"ceiling (batch {args.batch * args.k}) {ceiling(args, device):10.0f} img/s (stock model, plain CE)")
+    eval_alone, eval_packed = evaluation(args, device)
+    print(f"evaluation, one by one {eval_alone:7.0f} img/s; pack (vmap) {eval_packed:10.0f} img/s   "
+          f"{eval_packed / eval_alone:5.2f}x  (test batch {args.eval_batch}, summed over members)")
 
 
 if __name__ == "__main__":

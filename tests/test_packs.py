@@ -142,13 +142,15 @@ def _states_equal(a: dict, b: dict) -> bool:
         all(np.array_equal(x, y) for x, y in zip(a["numpy"], b["numpy"]))
 
 
-@pytest.mark.parametrize("mode", ["supervised", "contrastive"])
-def test_a_pack_evaluates_its_members_at_once_as_each_alone(tmp_path, monkeypatch, mode):
-    """One vmapped pass over the test batches gives each member the metrics `Trainer.evaluate` gives it, and its
-    random stream makes the draws that evaluation makes alone (SimCLR's seeded evaluation views included)."""
+@pytest.mark.parametrize("mode,vmapped", [("supervised", True), ("contrastive", True), ("supervised", False)])
+def test_a_pack_evaluates_its_members_at_once_as_each_alone(tmp_path, monkeypatch, mode, vmapped):
+    """One pass over the test batches (the members' forwards vmapped, as on a GPU, or member after member, as on a
+    CPU) gives each member the metrics `Trainer.evaluate` gives it, and its random stream makes the draws that
+    evaluation makes alone (SimCLR's seeded evaluation views included)."""
     extra = {"mode": "contrastive", "temperature": 0.1, "projection_dim": 64} if mode == "contrastive" else {}
     run = _run(tmp_path, max_eval_samples=80, per_device_eval_batch_size=32, **extra)  # 3 batches, the last short
     trainer = _pack_trainer(run, tmp_path, MEMBERS + [{"seed": 3, "learning_rate": 2e-3}])
+    trainer.vmap_eval = vmapped
     trainer.stacked.eval()
     with torch.no_grad():  # members that differ more than their initialisations
         for k, param in enumerate(p for p in trainer.stacked.stacked if p.requires_grad):
@@ -160,7 +162,7 @@ def test_a_pack_evaluates_its_members_at_once_as_each_alone(tmp_path, monkeypatc
     monkeypatch.setattr(ZooTrainer, "evaluate", lambda *a, **k: pytest.fail("evaluated member by member"))
     batched = trainer._evaluate_members(trainer.pack, None, "eval", on_lanes=True)
     monkeypatch.undo()
-    assert len(passes) == 3  # one forward per batch for the whole pack
+    assert len(passes) == (3 if vmapped else 0)  # vmapped: one forward per batch for the whole pack
     after = [copy.deepcopy(m.lane.state) for m in trainer.pack]
     for member, state, mine, lane_after in zip(trainer.pack, before, batched, after, strict=True):
         member.lane.state = state

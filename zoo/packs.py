@@ -445,7 +445,10 @@ class PackTrainer(ZooTrainer):
             member.writer.trainer = member.trainer
             member.objective = run.objective(member.args)
         self.stacked = stacked
-        self._batched_eval = True  # until vmap fails to evaluate this model
+        # Evaluation batches are large: on a CPU a vmapped forward over K of them outgrows the caches (3x slower than
+        # member after member for K = 8 in `bench/bench_gpu_packs.py --cpu`), so there each member's stock model
+        # runs on the shared batch; on an accelerator the K forwards are one vmapped pass.
+        self.vmap_eval = stacked.mode == "vmap" and first_device(models).type != "cpu"
         zoo = [m.args.zoo for m in members]
         training = [m.args.training for m in members]
         decay = set(members[0].trainer.get_decay_parameter_names(members[0].model))
@@ -574,17 +577,17 @@ class PackTrainer(ZooTrainer):
 
     def _evaluate_members(self, members: list[PackMember], dataset, prefix: str, on_lanes: bool) -> list | None:
         """The metrics `member.trainer.evaluate(dataset, metric_key_prefix=prefix)` returns, for each of `members`,
-        from one pass over the evaluation batches with the members' forward passes vmapped.
+        from one pass over the evaluation batches: each batch is prepared once and the members' forward passes run
+        on it as one vmapped pass (`vmap_eval`) or member after member.
 
         Each member's own DataLoader still runs (on its lane, with `on_lanes`), so its random stream makes the draws
         it makes alone, and its batches are checked to equal the first member's. The loss is weighted (a batch by its
         rows), NaN-filtered and prefixed as the Trainer's `evaluation_loop` does; the metrics come from the member's
-        `compute_metrics`.
-        Returns None, having touched nothing, when the pack cannot evaluate at once (loop mode, other evaluation
-        sets or options); members whose batches differ, or a model vmap cannot run, are evaluated one by one."""
+        `compute_metrics`. Returns None, having touched nothing, for evaluation sets or options this does not cover;
+        members whose batches differ are evaluated one by one."""
         first = members[0].trainer if members else None
-        if self.stacked.mode != "vmap" or first is None or not self._batched_eval or first.args.batch_eval_metrics \
-                or first.args.include_for_metrics or isinstance(dataset or first.eval_dataset, dict) \
+        if first is None or first.args.batch_eval_metrics or first.args.include_for_metrics \
+                or isinstance(dataset or first.eval_dataset, dict) \
                 or any(m.trainer.eval_dataset is not first.eval_dataset for m in members):
             return None
         from transformers.trainer_pt_utils import EvalLoopContainer, find_batch_size
@@ -596,7 +599,7 @@ class PackTrainer(ZooTrainer):
         slots = [self.stacked.members.index(m.model) for m in members]
         concat, batch_size = first.args.eval_do_concat_batches, first.args.eval_batch_size
         containers = [[EvalLoopContainer(concat, padding_index=-100) for _ in range(3)] for _ in members]
-        batched = True
+        shared = True
         while True:
             batches = []
             for member, iterator in zip(members, iterators):
@@ -604,32 +607,35 @@ class PackTrainer(ZooTrainer):
                     batches.append(next(iterator, None))
             if batches[0] is None:
                 break
-            if not batched:
+            shared = shared and all(_same_batch(batches[0], b) for b in batches[1:])
+            if not shared:
                 continue  # one by one after all: the DataLoaders still draw what they draw alone
-            if not all(_same_batch(batches[0], b) for b in batches[1:]):
-                batched = False
-                continue
             inputs = first._prepare_inputs(batches[0])
-            try:
-                with torch.no_grad(), self.compute_loss_context_manager():
-                    loss, predictions, labels = self.stacked.eval_losses(
-                        self.zoo_objective, self.zoo_objective.eval_prepare(inputs))
-            except RuntimeError as err:  # a model whose code vmap cannot batch: evaluate member by member
-                logger.warning("pack %s: vmap cannot evaluate this model (%s); evaluating member after member",
-                               self.state_dir.name, str(err).splitlines()[0][:120])
-                self._batched_eval = batched = False
-                continue
+            with torch.no_grad(), self.compute_loss_context_manager():
+                outputs = self._eval_outputs(members, slots, self.zoo_objective.eval_prepare(inputs))
             rows = find_batch_size(inputs) or batch_size  # (accelerate cuts a short last batch's repeats to its rows)
-            for (losses, preds, labels_seen), k in zip(containers, slots):
-                losses.add(loss[k].detach().repeat(rows))
+            for (losses, preds, labels_seen), (loss, predictions, labels) in zip(containers, outputs):
+                losses.add(loss.detach().repeat(rows))
                 if first.compute_metrics is not None:
-                    preds.add(predictions[k])
-                    labels_seen.add(labels[k])
-        if not batched:
+                    preds.add(predictions)
+                    labels_seen.add(labels)
+        if not shared:
             with isolated_rng():  # the lanes have made their evaluation draws above
                 return [m.trainer.evaluate(dataset, metric_key_prefix=prefix) for m in members]
         return [_loop_metrics(m.trainer, *(c.get_arrays() for c in box), prefix)
                 for m, box in zip(members, containers)]
+
+    def _eval_outputs(self, members: list[PackMember], slots: list[int], prepared: dict) -> list[tuple]:
+        """(loss, predictions, labels) of each member on one prepared evaluation batch."""
+        if self.vmap_eval:
+            try:
+                loss, predictions, labels = self.stacked.eval_losses(self.zoo_objective, prepared)
+                return [(loss[k], predictions[k], labels[k]) for k in slots]
+            except RuntimeError as err:  # a model whose code vmap cannot batch
+                logger.warning("pack %s: vmap cannot evaluate this model (%s); evaluating member after member",
+                               self.state_dir.name, str(err).splitlines()[0][:120])
+                self.vmap_eval = False
+        return [self.zoo_objective.eval_loss(m.model, prepared) for m in members]
 
     def _fail(self, k: int, member: PackMember, error: str) -> None:
         member.failed = error
