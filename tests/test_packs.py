@@ -208,6 +208,56 @@ def test_packed_sgd_matches_torch_sgd():
         assert torch.allclose(model.weight, ref.weight, atol=1e-6) and torch.allclose(model.bias, ref.bias, atol=1e-6)
 
 
+class _TwoLayers(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.first, self.second, self.unused = torch.nn.Linear(4, 6), torch.nn.Linear(6, 3), torch.nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.second(torch.tanh(self.first(x)))
+
+
+def test_packed_adamw_with_clipping_matches_torch():
+    """The packed AdamW on the flat storage (decoupled decay on the decayed weights only, per-member clipping) is
+    torch's AdamW after `clip_grad_norm_`, member by member; a weight without gradient is left alone, as in torch."""
+    torch.manual_seed(0)
+    models = [_TwoLayers() for _ in range(3)]
+    references = [_TwoLayers() for _ in range(3)]
+    for model, ref in zip(models, references, strict=True):
+        ref.load_state_dict(model.state_dict())
+    unused_before = [m.unused.weight.detach().clone() for m in models]
+    stacked = packs.StackedMembers(models, "vmap")
+    assert len(stacked.flats) == 1 and stacked.flats[0][0].shape[0] == 3
+    lrs, wds = [1e-2, 3e-2, 1e-3], [0.0, 0.1, 0.5]
+    decay = {"first.weight", "second.weight", "unused.weight"}
+    optimizer = packs.PackedOptimizer(stacked, "adamw", lrs, wds, decay, max_grad_norm=0.5)
+    torch_optimizers = [torch.optim.AdamW([{"params": [r.first.weight, r.second.weight, r.unused.weight],
+                                            "weight_decay": wd},
+                                           {"params": [r.first.bias, r.second.bias, r.unused.bias],
+                                            "weight_decay": 0.0}], lr=lr, foreach=False)
+                        for r, lr, wd in zip(references, lrs, wds, strict=True)]
+    from torch.func import functional_call, vmap
+
+    for _ in range(4):
+        x = torch.randn(5, 4)
+        params = {n: stacked.param(n) for n in stacked.names}
+        losses = vmap(lambda p, x: functional_call(stacked.base, p, (x,)).square().sum(), in_dims=(0, None))(params, x)
+        losses.sum().backward()
+        optimizer.clip()
+        optimizer.step(1.0)
+        optimizer.zero_grad()
+        for ref, opt in zip(references, torch_optimizers, strict=True):
+            ref(x).square().sum().backward()
+            torch.nn.utils.clip_grad_norm_(ref.parameters(), 0.5)
+            opt.step()
+            opt.zero_grad()
+    for model, ref, before in zip(models, references, unused_before, strict=True):
+        for (name, mine), theirs in zip(model.named_parameters(), ref.parameters(), strict=True):
+            assert torch.allclose(mine, theirs, atol=1e-6), name
+        assert torch.equal(model.unused.weight, before)  # no gradient: no decay, no step
+    assert stacked.param("first.weight").grad._base is optimizer.grads[0]  # gradients land in the flat storage
+
+
 def test_children_of_a_frozen_parent_compute_its_encoder_once(tmp_path, monkeypatch):
     """With `freeze_encoder`, children of one parent share the encoder weights (not copied K times), and when they
     see the same batch the encoder runs once for the pack: only the heads are batched."""

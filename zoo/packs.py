@@ -29,6 +29,7 @@ import json
 import logging
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,11 +172,34 @@ class StackedMembers(nn.Module):
             if name not in self.trainable and all(torch.equal(values[0], v) for v in values[1:]):
                 self.shared[name] = values[0].detach()
         self.names = [n for n in all_names if n not in self.shared]  # the stacked ones
+        # The trainable ones are views of one [K, P] tensor per dtype and device (`flats`: member k's weights are row
+        # k), so the packed optimizer updates all of them with a handful of operations, not a dozen per tensor.
+        self.flats: list[tuple[torch.Tensor, list[tuple[str, int, int]]]] = []
+        layout_of: dict[tuple, list[str]] = {}
+        for name in self.names:
+            if name in self.trainable:
+                value = per_member[0][name]
+                layout_of.setdefault((value.dtype, value.device), []).append(name)
+        views: dict[str, torch.Tensor] = {}
+        for (dtype, device), names in layout_of.items():
+            sizes = [per_member[0][n].numel() for n in names]
+            flat = torch.empty(len(models), sum(sizes), dtype=dtype, device=device)
+            spans, offset = [], 0
+            for name, size in zip(names, sizes):
+                views[name] = flat[:, offset:offset + size].view(len(models), *per_member[0][name].shape)
+                spans.append((name, offset, size))
+                offset += size
+            self.flats.append((flat, spans))
         self.stacked = nn.ParameterList()
         self.index: dict[str, int] = {}
         for name in self.names:
-            values = [params[name] for params in per_member]
-            stacked = nn.Parameter(torch.stack([v.detach() for v in values]), requires_grad=name in self.trainable)
+            values = torch.stack([params[name].detach() for params in per_member])
+            if name in views:
+                stacked = nn.Parameter(views[name], requires_grad=True)
+                with torch.no_grad():
+                    stacked.copy_(values)
+            else:
+                stacked = nn.Parameter(values, requires_grad=False)
             self.index[name] = len(self.stacked)
             self.stacked.append(stacked)
         # names under which a parameter is reached again (tied weights: GPT-2's lm_head is its token embedding)
@@ -252,7 +276,7 @@ class StackedMembers(nn.Module):
             params, self.shared, self.buffers_stacked, prepared)
 
     def gather_loop_grads(self) -> None:
-        """In loop mode the gradients land on the members' parameters: stack them onto the pack's."""
+        """In loop mode the gradients land on the members' parameters: copy them onto the pack's."""
         if self.mode != "loop":
             return
         for name in self.names:
@@ -260,7 +284,12 @@ class StackedMembers(nn.Module):
                 continue
             grads = [params[name].grad for params in self.member_params]
             stacked = self.param(name)
-            stacked.grad = torch.stack([g if g is not None else torch.zeros_like(stacked[0]) for g in grads])
+            if all(g is None for g in grads):
+                continue  # a weight the forward does not use: no gradient, as alone
+            if stacked.grad is None:
+                stacked.grad = torch.zeros_like(stacked)
+            for k, grad in enumerate(grads):
+                stacked.grad[k].copy_(grad) if grad is not None else stacked.grad[k].zero_()
             for params in self.member_params:
                 params[name].grad = None
 
@@ -308,7 +337,9 @@ def _point_at(model: nn.Module, stacked: dict[str, torch.Tensor], shared: dict[s
 class PackedOptimizer:
     """AdamW or SGD (with momentum) on stacked weights, with per-member hyperparameters and gradient clipping.
 
-    The arithmetic is that of `torch.optim.AdamW` / `torch.optim.SGD` (single-tensor path) for each member alone.
+    The arithmetic is that of `torch.optim.AdamW` / `torch.optim.SGD` (single-tensor path) for each member alone, run
+    on the pack's flat `[K, P]` weights and gradients (`StackedMembers.flats`): each update is a few operations for
+    the whole pack. A weight the forward never reaches gets no gradient and is left alone, as torch leaves it.
     """
 
     def __init__(self, stacked: StackedMembers, kind: str, lrs: list[float], weight_decays: list[float],
@@ -322,83 +353,134 @@ class PackedOptimizer:
         self.weight_decays = torch.tensor(weight_decays, dtype=torch.float64, device=device)
         self.momenta = torch.tensor(momenta or [0.0] * len(lrs), dtype=torch.float64, device=device)
         self.decay_names, self.betas, self.eps, self.max_grad_norm = decay_names, betas, eps, max_grad_norm
-        self.no_decay = torch.zeros_like(self.weight_decays)
         self.active = torch.ones(len(lrs), dtype=torch.bool, device=device)
         self.steps = 0
-        self.state: dict[str, dict[str, torch.Tensor]] = {}
+        self.state: list[dict[str, torch.Tensor]] = [{} for _ in stacked.flats]
+        self.grads: list[torch.Tensor] | None = None  # the flat gradients, from the first step on
+        # per flat tensor, its column blocks with where weight decay applies (to a used, decayed weight) in each:
+        # True (everywhere), False (nowhere) or a [1, width] mask
+        self.decay_masks: list[list[tuple[slice, Any]]] = []
 
-    def _trainable(self):
-        for name in self.stacked.names:
-            param = self.stacked.param(name)
-            if param.requires_grad and param.grad is not None:
-                yield name, param
+    def _adopt_grads(self) -> list[torch.Tensor]:
+        """The flat gradients; at the first step, the parameters' gradients are moved into them and each parameter's
+        `.grad` becomes its view (autograd then accumulates there in place). Weights without a gradient stay so."""
+        if self.grads is not None:
+            return self.grads
+        self.grads = []
+        for flat, spans in self.stacked.flats:
+            grad = torch.zeros_like(flat)
+            mask = torch.zeros(1, flat.shape[1], dtype=flat.dtype, device=flat.device)
+            for name, offset, size in spans:
+                param = self.stacked.param(name)
+                if param.grad is None:
+                    continue
+                view = grad[:, offset:offset + size].view_as(param)
+                view.copy_(param.grad)
+                param.grad = view
+                if name in self.decay_names:
+                    mask[:, offset:offset + size] = 1
+            self.grads.append(grad)
+            blocks = []
+            for part in _column_chunks(flat):
+                decays = mask[:, part]
+                blocks.append((part, True if bool(decays.all()) else (decays if bool(decays.any()) else False)))
+            self.decay_masks.append(blocks)
+        return self.grads
 
     @torch.no_grad()
     def clip(self) -> None:
         """Per-member `clip_grad_norm_` (nothing to do without a `max_grad_norm`)."""
         if self.max_grad_norm <= 0:
             return
-        grads = [p.grad for _, p in self._trainable()]
-        norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), 2, dim=1) for g in grads])  # [tensors, K]
-        total = torch.linalg.vector_norm(norms, 2, dim=0)
+        grads = self._adopt_grads()
+        total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, 2, dim=1) for g in grads]), 2,
+                                         dim=0)  # [K]
         coef = torch.clamp(self.max_grad_norm / (total + 1e-6), max=1.0)
-        for g in grads:
-            g.mul_(coef.view(-1, *[1] * (g.dim() - 1)).to(g.dtype))
+        for grad in grads:
+            grad.mul_(coef.unsqueeze(1).to(grad.dtype))
 
     @torch.no_grad()
     def step(self, factor: float) -> None:
         """One update with learning rates `lr * factor` (the schedule's factor, shared by the pack)."""
+        grads = self._adopt_grads()
         self.steps += 1
         lr = torch.where(self.active, self.lrs * factor, torch.zeros_like(self.lrs))
-        for name, param in self._trainable():
-            shape = (-1,) + (1,) * (param.dim() - 1)
-            grad = param.grad
-            wd = self.weight_decays if name in self.decay_names else self.no_decay
-            state = self.state.setdefault(name, {})
-            if self.kind == "adamw":
-                self._adamw(param, grad, state, lr, wd, shape)
-            else:
-                self._sgd(param, grad, state, lr, wd, shape)
+        for (flat, _), grad, mask, state in zip(self.stacked.flats, grads, self.decay_masks, self.state):
+            slots = ("exp_avg", "exp_avg_sq") if self.kind == "adamw" else ("momentum_buffer",)
+            first = not state
+            for slot in slots if first else ():
+                state[slot] = torch.zeros_like(flat)
+            lr_k, wd_k, momentum_k = (v.unsqueeze(1).to(flat.dtype) for v in (lr, self.weight_decays, self.momenta))
+            for part, decays in mask:
+                decay = wd_k if decays is True else (None if decays is False else wd_k * decays)
+                weights, gradient = flat[:, part], grad[:, part]
+                if self.kind == "adamw":
+                    self._adamw(weights, gradient, state["exp_avg"][:, part], state["exp_avg_sq"][:, part], lr_k,
+                                decay)
+                else:
+                    self._sgd(weights, gradient, state["momentum_buffer"][:, part], lr_k, decay, momentum_k, first)
 
-    def _adamw(self, param, grad, state, lr, wd, shape):
+    def _adamw(self, param, grad, exp_avg, exp_avg_sq, lr, weight_decay):
         beta1, beta2 = self.betas
-        if not state:
-            state["exp_avg"] = torch.zeros_like(param)
-            state["exp_avg_sq"] = torch.zeros_like(param)
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        param.mul_((1 - lr * wd).view(shape).to(param.dtype))
+        if weight_decay is not None:
+            param.mul_(1 - lr * weight_decay)
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         bias_correction1 = 1 - beta1 ** self.steps
         bias_correction2_sqrt = (1 - beta2 ** self.steps) ** 0.5
-        step_size = (lr / bias_correction1).view(shape).to(param.dtype)
         denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.eps)
-        param.add_(-step_size * exp_avg / denom)
+        param.add_(-(lr / bias_correction1) * exp_avg / denom)
 
-    def _sgd(self, param, grad, state, lr, wd, shape):
-        grad = grad + wd.view(shape).to(param.dtype) * param
-        momentum = self.momenta.view(shape).to(param.dtype)
-        if "momentum_buffer" not in state:
-            state["momentum_buffer"] = grad.clone()
+    def _sgd(self, param, grad, buffer, lr, weight_decay, momentum, first: bool):
+        if weight_decay is not None:
+            grad = grad + weight_decay * param
+        if first:
+            buffer.copy_(grad)
         else:
-            state["momentum_buffer"].mul_(momentum).add_(grad)
+            buffer.mul_(momentum).add_(grad)
         # members without momentum step on the plain gradient
-        update = torch.where(momentum != 0, state["momentum_buffer"], grad)
-        param.add_(-lr.view(shape).to(param.dtype) * update)
+        update = torch.where(momentum != 0, buffer, grad)
+        param.add_(-lr * update)
 
     def zero_grad(self) -> None:
-        for param in self.stacked.stacked:
-            param.grad = None
+        if self.grads is not None:
+            for grad in self.grads:
+                grad.zero_()
+        for name in self.stacked.names:  # (before the first step, and weights outside the flat storage)
+            param = self.stacked.param(name)
+            if param.grad is not None and (self.grads is None or not _is_view_of_any(param.grad, self.grads)):
+                param.grad = None
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {f"{name}::{key}": value for name, state in self.state.items() for key, value in state.items()}
+        """The optimizer state by weight name (`<name>::exp_avg`, ...), `[K, ...]` each."""
+        out = {}
+        for (_, spans), state in zip(self.stacked.flats, self.state):
+            for slot, value in state.items():
+                for name, offset, size in spans:
+                    out[f"{name}::{slot}"] = value[:, offset:offset + size].view_as(self.stacked.param(name))
+        return out
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], steps: int) -> None:
         self.steps = steps
-        self.state = {}
-        for key, value in tensors.items():
-            name, slot = key.rsplit("::", 1)
-            self.state.setdefault(name, {})[slot] = value.to(self.stacked.stacked[0].device)
+        self.state = [{} for _ in self.stacked.flats]
+        for (flat, spans), state in zip(self.stacked.flats, self.state):
+            for slot in sorted({key.rsplit("::", 1)[1] for key in tensors}):
+                value = torch.zeros_like(flat)
+                for name, offset, size in spans:
+                    if f"{name}::{slot}" in tensors:
+                        value[:, offset:offset + size] = tensors[f"{name}::{slot}"].reshape(flat.shape[0], size)
+                state[slot] = value
+
+
+def _column_chunks(flat: torch.Tensor) -> list[slice]:
+    """Column blocks of a `[K, P]` tensor for the optimizer's element-wise updates: all of it on an accelerator (few
+    kernel launches), blocks of about 2^18 elements on a CPU (temporaries stay in the caches: 3x faster there)."""
+    width = flat.shape[1] if flat.device.type != "cpu" else max(1, 2**18 // max(1, flat.shape[0]))
+    return [slice(start, min(start + width, flat.shape[1])) for start in range(0, flat.shape[1], width)]
+
+
+def _is_view_of_any(tensor: torch.Tensor, bases: list[torch.Tensor]) -> bool:
+    return tensor._base is not None and any(tensor._base is base for base in bases)
 
 
 # ---------------------------------------------------------------- the trainer
@@ -527,7 +609,9 @@ class PackTrainer(ZooTrainer):
                 self.stacked.mode = "loop"
                 loss, correct, count = self.stacked.losses(self.zoo_objective, stacked_inputs, common, lanes)
         active = self.packed_optimizer.active
-        torch.where(active, loss, torch.zeros_like(loss)).sum().backward()
+        with warnings.catch_warnings():  # gradients accumulate in place into views of the flat [K, P] storage
+            warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+            torch.where(active, loss, torch.zeros_like(loss)).sum().backward()
         self.stacked.gather_loop_grads()
         self.packed_optimizer.clip()
         self.packed_optimizer.step(factor)
