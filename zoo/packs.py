@@ -12,7 +12,10 @@ initialisation seed, data order, augmentation randomness, learning rate, weight 
   as its solo run. (Dropout inside the stacked forward draws from the pack's stream instead.)
 - **Per-member optimizer.** `PackedOptimizer` is AdamW or SGD on the stacked tensors with one learning rate,
   weight decay and momentum per member, and per-member gradient clipping: the update of each member is the one
-  `torch.optim.AdamW` / `SGD` makes for it alone.
+  `torch.optim.AdamW` / `SGD` makes for it alone. The trainable weights and their gradients live in one flat
+  `[K, P]` tensor (the stacked parameters are views of it), so a step is a few operations for the whole pack.
+- **Evaluation once per pack.** Each evaluation batch is taken once and every member is evaluated on it (one
+  vmapped forward on an accelerator, member after member on a CPU), with the metrics `Trainer.evaluate` gives.
 - **Failures stay local.** A member whose loss is not finite is recorded as failed (its `error.json`, as alone),
   frozen, and left out of the rest of the pack's training; the others go on.
 - **Resumable.** After every epoch the pack writes each member's `result.json` line and checkpoint, then its own
