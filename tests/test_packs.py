@@ -14,7 +14,7 @@ from transformers import AutoModelForImageClassification
 from zoo import kinds, layout, packs
 from zoo.arguments import parse_config
 from zoo.runs import Arguments, MemberRun, kind_defaults
-from zoo.training import ZooTrainer
+from zoo.training import ZooTrainer, isolated_rng
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "recipes" / "configs" / "vision" / "pretrain_supervised_tiny.yaml"
@@ -142,19 +142,42 @@ def _states_equal(a: dict, b: dict) -> bool:
         all(np.array_equal(x, y) for x, y in zip(a["numpy"], b["numpy"]))
 
 
-@pytest.mark.parametrize("mode,vmapped", [("supervised", True), ("contrastive", True), ("supervised", False)])
-def test_a_pack_evaluates_its_members_at_once_as_each_alone(tmp_path, monkeypatch, mode, vmapped):
+def _language_run(root: Path, kind: str, config: str, **overrides) -> MemberRun:
+    import yaml
+
+    base = yaml.safe_load((ROOT / "recipes" / "configs" / "language" / config).read_text())
+    base.update({"output_dir": str(root), "disable_tqdm": True, "num_train_epochs": 1, "checkpoint_every": 1,
+                 "max_train_samples": 64, "report_to": "none", **overrides})
+    return MemberRun(kinds.get(kind), Arguments(*parse_config(base, defaults=kind_defaults(kinds.get(kind)))), base)
+
+
+EVALUATED = {  # what the evaluation test packs: a ViT (supervised or SimCLR), a GPT-2 LM, a BERT masked LM
+    "supervised": lambda root: _run(root, max_eval_samples=80, per_device_eval_batch_size=32),
+    "contrastive": lambda root: _run(root, max_eval_samples=80, per_device_eval_batch_size=32, mode="contrastive",
+                                     temperature=0.1, projection_dim=64),
+    "causal-lm": lambda root: _language_run(root, "lm-pretrain", "pretrain_tiny.yaml", max_eval_samples=40,
+                                            per_device_eval_batch_size=16),
+    "masked-lm": lambda root: _language_run(root, "mlm-pretrain", "pretrain_mlm_tiny.yaml", max_eval_samples=40,
+                                            per_device_eval_batch_size=16),
+}
+
+
+@pytest.mark.parametrize("what,vmapped", [("supervised", True), ("contrastive", True), ("supervised", False),
+                                          ("causal-lm", True), ("masked-lm", False)])
+def test_a_pack_evaluates_its_members_at_once_as_each_alone(tmp_path, monkeypatch, what, vmapped):
     """One pass over the test batches (the members' forwards vmapped, as on a GPU, or member after member, as on a
     CPU) gives each member the metrics `Trainer.evaluate` gives it, and its random stream makes the draws that
-    evaluation makes alone (SimCLR's seeded evaluation views included)."""
-    extra = {"mode": "contrastive", "temperature": 0.1, "projection_dim": 64} if mode == "contrastive" else {}
-    run = _run(tmp_path, max_eval_samples=80, per_device_eval_batch_size=32, **extra)  # 3 batches, the last short
+    evaluation makes alone (SimCLR's seeded evaluation views and BERT's seeded masks included)."""
+    run = EVALUATED[what](tmp_path)  # a few evaluation batches, the last one short
     trainer = _pack_trainer(run, tmp_path, MEMBERS + [{"seed": 3, "learning_rate": 2e-3}])
     trainer.vmap_eval = vmapped
     trainer.stacked.eval()
     with torch.no_grad():  # members that differ more than their initialisations
         for k, param in enumerate(p for p in trainer.stacked.stacked if p.requires_grad):
             param.add_(torch.randn_like(param) * 0.05 * (k % 3))
+    with isolated_rng():
+        batches = len(trainer.pack[0].trainer.get_eval_dataloader())
+    assert batches >= 3
     before = [copy.deepcopy(m.lane.state) for m in trainer.pack]
     passes = []
     eval_losses = packs.StackedMembers.eval_losses
@@ -162,7 +185,7 @@ def test_a_pack_evaluates_its_members_at_once_as_each_alone(tmp_path, monkeypatc
     monkeypatch.setattr(ZooTrainer, "evaluate", lambda *a, **k: pytest.fail("evaluated member by member"))
     batched = trainer._evaluate_members(trainer.pack, None, "eval", on_lanes=True)
     monkeypatch.undo()
-    assert len(passes) == (3 if vmapped else 0)  # vmapped: one forward per batch for the whole pack
+    assert len(passes) == (batches if vmapped else 0)  # vmapped: one forward per batch for the whole pack
     after = [copy.deepcopy(m.lane.state) for m in trainer.pack]
     for member, state, mine, lane_after in zip(trainer.pack, before, batched, after, strict=True):
         member.lane.state = state
