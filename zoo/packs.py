@@ -610,6 +610,7 @@ class PackTrainer(ZooTrainer):
                 logger.warning("pack %s: vmap cannot run this model (%s); training member after member",
                                self.state_dir.name, str(err).splitlines()[0][:120])
                 self.stacked.mode = "loop"
+                self.vmap_eval = False  # (its evaluation could not be vmapped either)
                 loss, correct, count = self.stacked.losses(self.zoo_objective, stacked_inputs, common, lanes)
         active = self.packed_optimizer.active
         with warnings.catch_warnings():  # gradients accumulate in place into views of the flat [K, P] storage
