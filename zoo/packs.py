@@ -252,15 +252,19 @@ class StackedMembers(nn.Module):
         base = self.base
 
         def member_loss(weights, shared, buffers, batch):
-            weights = {**weights, **shared}
-            tensors = {**weights, **{alias: weights[name] for alias, name in self.aliases.items()}, **buffers}
-            model = _FunctionalMember(base, tensors)
+            model = self._functional_member(base, weights, shared, buffers)
             loss, correct, count = objective.loss(model, batch)
             return loss, correct.float(), torch.as_tensor(count, device=loss.device).float()
 
         batch_dim = None if common_inputs else 0
         return vmap(member_loss, in_dims=(0, None, 0, batch_dim), randomness="different")(
             params, self.shared, self.buffers_stacked, prepared)
+
+    def _functional_member(self, base, weights, shared, buffers) -> _FunctionalMember:
+        """One member's stock module over its (vmapped) weights, the shared ones, tied aliases and buffers."""
+        weights = {**weights, **shared}
+        return _FunctionalMember(base, {**weights, **{alias: weights[name] for alias, name in self.aliases.items()},
+                                        **buffers})
 
     def eval_losses(self, objective, prepared: dict[str, torch.Tensor]):
         """Every member's (loss, predictions, labels) on one evaluation batch that all of them see (vmap mode):
@@ -271,9 +275,7 @@ class StackedMembers(nn.Module):
         base = self.base
 
         def member_eval(weights, shared, buffers, batch):
-            weights = {**weights, **shared}
-            tensors = {**weights, **{alias: weights[name] for alias, name in self.aliases.items()}, **buffers}
-            return objective.eval_loss(_FunctionalMember(base, tensors), batch)
+            return objective.eval_loss(self._functional_member(base, weights, shared, buffers), batch)
 
         return vmap(member_eval, in_dims=(0, None, 0, None), randomness="error")(
             params, self.shared, self.buffers_stacked, prepared)
