@@ -294,7 +294,10 @@ class StackedMembers(nn.Module):
             if stacked.grad is None:
                 stacked.grad = torch.zeros_like(stacked)
             for k, grad in enumerate(grads):
-                stacked.grad[k].copy_(grad) if grad is not None else stacked.grad[k].zero_()
+                if grad is None:
+                    stacked.grad[k].zero_()
+                else:
+                    stacked.grad[k].copy_(grad)
             for params in self.member_params:
                 params[name].grad = None
 
@@ -448,13 +451,14 @@ class PackedOptimizer:
         param.add_(-lr * update)
 
     def zero_grad(self) -> None:
+        """Zero the flat gradients (every used weight's `.grad` is a view of them once the first step adopted them);
+        before that, drop the parameters' gradients."""
         if self.grads is not None:
             for grad in self.grads:
                 grad.zero_()
-        for name in self.stacked.names:  # (before the first step, and weights outside the flat storage)
-            param = self.stacked.param(name)
-            if param.grad is not None and (self.grads is None or not _is_view_of_any(param.grad, self.grads)):
-                param.grad = None
+            return
+        for name in self.stacked.names:
+            self.stacked.param(name).grad = None
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The optimizer state by weight name (`<name>::exp_avg`, ...), `[K, ...]` each."""
@@ -482,10 +486,6 @@ def _column_chunks(flat: torch.Tensor) -> list[slice]:
     kernel launches), blocks of about 2^18 elements on a CPU (temporaries stay in the caches: 3x faster there)."""
     width = flat.shape[1] if flat.device.type != "cpu" else max(1, 2**18 // max(1, flat.shape[0]))
     return [slice(start, min(start + width, flat.shape[1])) for start in range(0, flat.shape[1], width)]
-
-
-def _is_view_of_any(tensor: torch.Tensor, bases: list[torch.Tensor]) -> bool:
-    return tensor._base is not None and any(tensor._base is base for base in bases)
 
 
 # ---------------------------------------------------------------- the trainer
