@@ -45,6 +45,9 @@ from zoo import layout
 from zoo.training import MemberWriter, TrainingDiverged, ZooTrainer, isolated_rng, rng_state, set_rng_state
 
 logger = logging.getLogger("zoo")
+# A pack's gradients accumulate in place into views of its flat [K, P] storage (`StackedMembers.flats`), which
+# autograd's layout check reports once per process; it is the intended layout, for the trainer and the benchmarks.
+warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
 
 # Config keys whose values may differ between the members of one pack: everything else must be equal.
 PER_MEMBER_KEYS = frozenset({"seed", "learning_rate", "weight_decay", "momentum", "init", "init_std",
@@ -615,9 +618,7 @@ class PackTrainer(ZooTrainer):
                 self.vmap_eval = False  # (its evaluation could not be vmapped either)
                 loss, correct, count = self.stacked.losses(self.zoo_objective, stacked_inputs, common, lanes)
         active = self.packed_optimizer.active
-        with warnings.catch_warnings():  # gradients accumulate in place into views of the flat [K, P] storage
-            warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
-            torch.where(active, loss, torch.zeros_like(loss)).sum().backward()
+        torch.where(active, loss, torch.zeros_like(loss)).sum().backward()
         self.stacked.gather_loop_grads()
         self.packed_optimizer.clip()
         self.packed_optimizer.step(factor)
