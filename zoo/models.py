@@ -146,11 +146,20 @@ def read_checkpoint_config(path: str | Path, expected: tuple[str, ...], recipe: 
     return config
 
 
+def load_pretrained(model_class, checkpoint: str | Path, **kwargs) -> PreTrainedModel:
+    """`model_class.from_pretrained` of a local checkpoint, with the layers' stock torch code.
+
+    transformers may swap layers for kernels downloaded from the Hub at load time (`use_kernels`); a member runs
+    no code fetched at run time, and its arithmetic must not depend on what the Hub serves that day.
+    """
+    return model_class.from_pretrained(str(checkpoint), use_kernels=False, **kwargs)
+
+
 def vit_for_finetuning(pretrained: str | Path, num_labels: int, label_names: list[str], head: str,
                        head_hidden: int, freeze_encoder: bool) -> ViTForImageClassification:
     read_checkpoint_config(pretrained, ("vit",), "finetune_vit.py")
     with _quiet_loading():  # the parent's head is dropped on purpose
-        backbone = ViTModel.from_pretrained(str(pretrained), add_pooling_layer=False)
+        backbone = load_pretrained(ViTModel, pretrained, add_pooling_layer=False)
     config = backbone.config
     _set_labels(config, num_labels, label_names)
     config.architectures = ["ViTForImageClassification"]
@@ -210,8 +219,8 @@ def gpt2_for_classification(pretrained: str | Path, num_labels: int, label_names
                             freeze_encoder: bool, attn_implementation: str = "sdpa") -> GPT2ForSequenceClassification:
     read_checkpoint_config(pretrained, ("gpt2",), "finetune_lm.py")
     with _quiet_loading():  # the new `score` head is missing from the parent on purpose
-        model = GPT2ForSequenceClassification.from_pretrained(
-            str(pretrained), num_labels=num_labels, id2label=dict(enumerate(label_names)),
+        model = load_pretrained(
+            GPT2ForSequenceClassification, pretrained, num_labels=num_labels, id2label=dict(enumerate(label_names)),
             label2id={name: i for i, name in enumerate(label_names)}, pad_token_id=tokenizer.pad_token_id,
             attn_implementation=attn_implementation,
         )
@@ -239,8 +248,8 @@ def bert_for_classification(pretrained: str | Path, num_labels: int, label_names
                             attn_implementation: str = "sdpa") -> BertForSequenceClassification:
     read_checkpoint_config(pretrained, ("bert",), "finetune_mlm.py")
     with _quiet_loading():  # the MLM head is dropped and a pooler + classifier are new, on purpose
-        model = BertForSequenceClassification.from_pretrained(
-            str(pretrained), num_labels=num_labels, id2label=dict(enumerate(label_names)),
+        model = load_pretrained(
+            BertForSequenceClassification, pretrained, num_labels=num_labels, id2label=dict(enumerate(label_names)),
             label2id={name: i for i, name in enumerate(label_names)}, attn_implementation=attn_implementation,
         )
     model.config.zoo_head = {"type": "linear", "hidden_size": None}
@@ -273,7 +282,7 @@ def load_member_model(checkpoint: str | Path, device: str | torch.device = "cpu"
     model_class = getattr(transformers, architecture, None) if architecture.isidentifier() else None
     if model_class is None or not issubclass(model_class, PreTrainedModel):
         model_class = AutoModel  # a stock class this transformers lacks: the bare backbone
-    model = model_class.from_pretrained(str(checkpoint))
+    model = load_pretrained(model_class, checkpoint)
     if head.get("type") == "mlp":  # stock loading leaves a fresh linear classifier: put the MLP back
         model.classifier = make_head("mlp", config.hidden_size, config.num_labels, head["hidden_size"])
         state = load_file(str(checkpoint / "model.safetensors"))

@@ -228,7 +228,9 @@ class StackedMembers(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.base.train(mode)
+        # the meta-device code holder only needs its modules' `training` flags (dropout): PreTrainedModel.train's
+        # hooks (kernelization) are for real models and fail on meta tensors
+        nn.Module.train(self.base, mode)
         for model in self.members:
             model.train(mode)
         return self
