@@ -25,6 +25,12 @@ def _status(args: argparse.Namespace) -> int:
     return cli_status(args)
 
 
+def _env(args: argparse.Namespace) -> int:
+    from zoo.reproduce import cli_env
+
+    return cli_env(args)
+
+
 def _publish(args: argparse.Namespace) -> int:
     from zoo.publish import cli_publish
 
@@ -79,6 +85,12 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
     p.add_argument("zoo_dir")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     p.set_defaults(run=_status)
+
+
+def _add_env(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("env", help="pip requirements that rebuild the environment a member was trained in")
+    p.add_argument("member", help="member folder, or one of its checkpoint folders")
+    p.set_defaults(run=_env)
 
 
 def _add_publish(sub: argparse._SubParsersAction) -> None:
@@ -142,7 +154,14 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="weight-space learning baselines on a zoo")
     p.add_argument("zoo_dir")
     p.add_argument("--task", choices=["predict-accuracy", "predict-factor"], required=True)
-    p.add_argument("--factor", default=None, help="--task predict-factor: which factor (default: optim)")
+    p.add_argument("--factor", default=None,
+                   help="--task predict-factor: which factor (default: optimizer, else optim)")
+    p.add_argument("--modality", choices=["vision", "language"], default=None,
+                   help="members of this modality (default: the one with the most usable members; it is printed)")
+    p.add_argument("--stage", choices=["pretraining", "finetuning", "all"], default=None,
+                   help="members of this stage (default: predict-accuracy finetuned members, else all; "
+                        "predict-factor all)")
+    p.add_argument("--kind", default=None, help="members of this kind only, e.g. vit-finetune")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the scores as JSON here too")
     p.set_defaults(run=_benchmark)
@@ -151,7 +170,8 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description="Generate, publish and study transformer model zoos.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_generate, _add_status, _add_publish, _add_verify, _add_soup, _add_analyze, _add_benchmark):
+    for add in (_add_generate, _add_status, _add_env, _add_publish, _add_verify, _add_soup, _add_analyze,
+                _add_benchmark):
         add(sub)
     return parser
 

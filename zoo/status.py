@@ -8,10 +8,12 @@ listed.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from zoo import layout
+from zoo.reproduce import version_drift
 
 
 def status_rows(zoo_dir: str | Path) -> list[dict[str, Any]]:
@@ -88,6 +90,9 @@ def cli_status(args) -> int:
     if not zoo_dir.is_dir():
         raise ValueError(f"{zoo_dir}: no such zoo folder")
     rows = status_rows(zoo_dir)
+    drift = version_drift(layout.scan_members(zoo_dir, lenient=True))
+    if drift:
+        print(drift, file=sys.stderr)
     if args.json:
         for row in rows:
             print(json.dumps(row))

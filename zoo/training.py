@@ -25,6 +25,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 
 from zoo import augment, layout
+from zoo.environment import environment_record
 from zoo.losses import linear_cross_entropy
 from zoo.models import stock_model
 
@@ -83,6 +84,7 @@ def run_provenance(training_args) -> dict[str, Any]:
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "accelerate": accelerate.__version__,
                      "datasets": datasets.__version__},
+        "environment": environment_record(),
     }
 
 
