@@ -4,8 +4,9 @@ both train and test), predicting a checkpoint's test accuracy or a member's gene
 
 from __future__ import annotations
 
+import difflib
 import sys
-from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from zoo.weights import QUANTILES, Reader, shared_keys, tensor_stats
 
 MIN_BENCHMARK_MEMBERS = 4
 TASKS = ("predict-accuracy", "predict-factor")
+DEFAULT_FACTORS = ("optimizer", "optim")  # the first found is --factor's default
 
 
 class BenchmarkError(ValueError):
@@ -45,25 +47,140 @@ def checkpoint_features(members: list[layout.MemberInfo]) -> tuple[np.ndarray, l
     return np.asarray(features, dtype=np.float64), rows, columns
 
 
-def _benchmark_members(zoo_dir: Path, task: str, factor: str | None) -> tuple[list[layout.MemberInfo], str]:
-    members = [m for m in layout.scan_members(zoo_dir) if m.checkpoints]
-    if task == "predict-accuracy":
-        chosen = [m for m in members if m.stage == "finetuning" and is_classifier(m)]
-        what = "finetuned classification members"
-        if len(chosen) < MIN_BENCHMARK_MEMBERS:
-            chosen = [m for m in members if is_classifier(m) and m.metric == "test_acc"]
-            what = "classification members"
-    else:
-        chosen = [m for m in members if factor in m.factors]
-        what = f"members with factor {factor!r}"
-    by_modality: dict[str, list[layout.MemberInfo]] = defaultdict(list)
-    for member in chosen:
-        by_modality[member.modality].append(member)
-    chosen = max(by_modality.values(), key=len, default=[])
-    if len(chosen) < MIN_BENCHMARK_MEMBERS:
-        raise BenchmarkError(f"{zoo_dir}: too few {what} for --task {task}: {len(chosen)}, need at least "
-                             f"{MIN_BENCHMARK_MEMBERS} (a member is never in both train and test)")
-    return chosen, what
+def _kind(member: layout.MemberInfo) -> str:
+    return str(member.config.get("kind") or "?")
+
+
+def unknown_choice(option: str, value: str, choices: list[str], plural: str) -> BenchmarkError:
+    """The one-line error of an unknown option value: the closest choice (difflib) and every choice."""
+    close = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return BenchmarkError(f"unknown {option} {value!r}: {hint}available {plural}: {', '.join(choices) or 'none'}")
+
+
+@dataclass
+class Population:
+    """The members a benchmark runs on, and why these: one modality, the stages and kinds they span."""
+
+    members: list[layout.MemberInfo]
+    what: str  # e.g. "finetuned classification members"
+    modality: str | None
+    why: list[str]  # the reasons of the choice, one per choice made
+    factor: str | None = None  # predict-factor: the factor predicted
+
+    @property
+    def stages(self) -> list[str]:
+        return [s for s in layout.STAGES if any(m.stage == s for m in self.members)]
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted({_kind(m) for m in self.members})
+
+    def describe(self) -> str:
+        kinds = ", ".join(self.kinds)
+        return (f"{len(self.members)} {self.what}: {self.modality or 'no modality'} {' + '.join(self.stages)}"
+                + (f" (kind {kinds})" if kinds else ""))
+
+
+def _filtered(members: list[layout.MemberInfo], modality: str | None, stage: str | None, kind: str | None
+              ) -> list[layout.MemberInfo]:
+    """The members of the chosen modality, stage and kind (None or 'all': any); unknown values are refused."""
+    if modality is not None and modality not in layout.MODALITIES:
+        raise unknown_choice("--modality", modality, list(layout.MODALITIES), "modalities")
+    if stage not in (None, "all", *layout.STAGES):
+        raise unknown_choice("--stage", str(stage), [*layout.STAGES, "all"], "stages")
+    kinds = sorted({_kind(m) for m in members})
+    if kind is not None and kind not in kinds:
+        raise unknown_choice("--kind", kind, kinds, "kinds in this zoo")
+    return [m for m in members if modality in (None, m.modality) and stage in (None, "all", m.stage)
+            and kind in (None, _kind(m))]
+
+
+def _largest_modality(members: list[layout.MemberInfo]) -> int:
+    counts = [sum(m.modality == modality for m in members) for modality in layout.MODALITIES]
+    return max(counts, default=0)
+
+
+def _task_members(members: list[layout.MemberInfo], task: str, factor: str | None, stage: str | None
+                  ) -> tuple[list[layout.MemberInfo], str]:
+    """The members a task can use and what they are: predict-accuracy takes finetuned classifiers unless --stage
+    says otherwise or no modality has enough of them, then every classifier reporting test_acc."""
+    if task == "predict-factor":
+        return [m for m in members if factor in m.factors], f"members with factor {factor!r}"
+    classifiers = [m for m in members if is_classifier(m)]
+    finetuned = [m for m in classifiers if m.stage == "finetuning"]
+    if stage == "finetuning" or (stage is None and _largest_modality(finetuned) >= MIN_BENCHMARK_MEMBERS):
+        return finetuned, "finetuned classification members"
+    return [m for m in classifiers if m.metric == "test_acc"], "classification members"
+
+
+def _stage_reason(population: Population, task: str, stage: str | None) -> str | None:
+    """Why these stages."""
+    stages = population.stages
+    if stage:
+        return f"stage{'s' if len(stages) > 1 else ''} {' + '.join(stages) or stage}: chosen with --stage {stage}"
+    if task == "predict-accuracy" and population.what.startswith("finetuned"):
+        return "stage finetuning: finetuned members first; --stage all adds the pretrained classifiers"
+    reason = (f"as no modality has {MIN_BENCHMARK_MEMBERS} finetuned classification members"
+              if task == "predict-accuracy" else f"every stage with {population.what}")
+    if len(stages) == 1:
+        return f"stage {stages[0]}: {reason}"
+    return f"stages {' + '.join(stages)} pooled: {reason}; choose one with --stage" if stages else None
+
+
+def _check_factor(members: list[layout.MemberInfo], factor: str | None) -> str:
+    """The factor to predict (default: DEFAULT_FACTORS), known to the members and varying among them."""
+    factors = sorted({key for m in members for key in m.factors})
+    option = "--factor" if factor else "--factor (the default)"
+    factor = factor or _default_factor(members)
+    if factor not in factors:
+        raise unknown_choice(option, factor, factors, "factors of these members")
+    return factor
+
+
+def _pick_modality(members: list[layout.MemberInfo], modality: str | None, what: str) -> tuple[str | None, str]:
+    """The modality to benchmark (weights of two modalities share nothing) and why it."""
+    if modality is not None:
+        return modality, f"modality {modality}: chosen with --modality"
+    counts = {mod: n for mod in layout.MODALITIES if (n := sum(m.modality == mod for m in members))}
+    if not counts:
+        return None, "no modality has any"
+    best = max(counts, key=lambda mod: counts[mod])  # ties: the first in layout.MODALITIES
+    if len(counts) == 1:
+        return best, f"modality {best}: the only one with {what}"
+    seen = ", ".join(f"{mod} {n}" for mod, n in counts.items())
+    return best, f"modality {best}: the one with the most {what} ({seen}); choose another with --modality"
+
+
+def select_population(zoo_dir: str | Path, task: str, factor: str | None = None, modality: str | None = None,
+                      stage: str | None = None, kind: str | None = None) -> Population:
+    """The members a benchmark uses: those of `modality`, `stage` and `kind` (None: any) that the task can use, of
+    one modality (the given one, else the one with the most such members). Raises BenchmarkError on unknown values
+    and on too few members."""
+    zoo_dir = Path(zoo_dir)
+    if not zoo_dir.is_dir():
+        raise BenchmarkError(f"{zoo_dir}: not a folder")
+    if task not in TASKS:
+        raise unknown_choice("--task", task, list(TASKS), "tasks")
+    members = _filtered([m for m in layout.scan_members(zoo_dir) if m.checkpoints], modality, stage, kind)
+    if task == "predict-factor":
+        factor = _check_factor(members, factor)
+    chosen, what = _task_members(members, task, factor, stage)
+    modality, modality_why = _pick_modality(chosen, modality, what)
+    population = Population([m for m in chosen if m.modality == modality], what, modality, [modality_why], factor)
+    population.why += [why for why in (_stage_reason(population, task, stage),
+                                       f"kind {kind}: chosen with --kind" if kind else None) if why]
+    if len(population.members) < MIN_BENCHMARK_MEMBERS:
+        among = " ".join(value for value in (modality, stage if stage != "all" else None,
+                                             f"kind {kind}" if kind else None) if value)
+        raise BenchmarkError(f"{zoo_dir}: too few {what}{' among the ' + among + ' members' if among else ''} for "
+                             f"--task {task}: {len(population.members)}, need at least {MIN_BENCHMARK_MEMBERS} (a "
+                             "member is never in both train and test)")
+    values = sorted({str(m.factors.get(factor)) for m in population.members})
+    if task == "predict-factor" and len(values) < 2:  # refused before any weight is read
+        raise BenchmarkError(f"{zoo_dir}: factor {factor!r} takes one value ({values[0]}) among the "
+                             f"{population.describe()}; nothing to predict")
+    return population
 
 
 def majority_accuracy(labels: np.ndarray) -> float:
@@ -115,35 +232,33 @@ def _cross_validate(task: str, x: np.ndarray, y: np.ndarray, groups: np.ndarray,
     return predictions, baseline, folds
 
 
-def _default_factor(zoo_dir: Path) -> str:
-    found = {key for m in layout.scan_members(zoo_dir) for key in m.factors}
-    return next((f for f in ("optimizer", "optim") if f in found), "optimizer")
+def _default_factor(members: list[layout.MemberInfo]) -> str:
+    found = {key for m in members for key in m.factors}
+    return next((f for f in DEFAULT_FACTORS if f in found), DEFAULT_FACTORS[0])
 
 
-def benchmark(zoo_dir: str | Path, task: str = "predict-accuracy", factor: str | None = None,
-              seed: int = 0) -> dict[str, Any]:
+def benchmark(zoo_dir: str | Path, task: str = "predict-accuracy", factor: str | None = None, seed: int = 0,
+              modality: str | None = None, stage: str | None = None, kind: str | None = None,
+              population: Population | None = None) -> dict[str, Any]:
     """Weight-statistics baselines, cross-validated by member: predict each checkpoint's test accuracy (R^2,
     Kendall's tau, against the train-mean baseline) or a member's generating factor (accuracy against the
-    population's majority class)."""
+    population's majority class), on the members `select_population` chooses (or `population`)."""
     from scipy.stats import kendalltau
     from sklearn.metrics import accuracy_score, r2_score
 
     zoo_dir = Path(zoo_dir)
-    if not zoo_dir.is_dir():
-        raise BenchmarkError(f"{zoo_dir}: not a folder")
-    if task not in TASKS:
-        raise BenchmarkError(f"unknown task {task!r}")
-    if task == "predict-factor" and factor is None:
-        factor = _default_factor(zoo_dir)
-    members, what = _benchmark_members(zoo_dir, task, factor)
-    x, rows, columns = checkpoint_features(members)
-    keep, y = _targets(zoo_dir, task, factor, rows, what)
+    if population is None:
+        population = select_population(zoo_dir, task, factor, modality, stage, kind)
+    factor = population.factor
+    x, rows, columns = checkpoint_features(population.members)
+    keep, y = _targets(zoo_dir, task, factor, rows, population.what)
     x, groups = x[keep], np.asarray([row["member"] for row in rows])[keep]
     predictions, baseline, folds = _cross_validate(task, x, y, groups, seed)
-    result: dict[str, Any] = {"task": task, "zoo": str(zoo_dir), "members": len(set(groups)),
-                              "checkpoints": int(len(y)), "features": len(columns), "folds": folds,
-                              "split": "GroupKFold by member", "model": "GradientBoosting", "seed": seed,
-                              "population": what}
+    result: dict[str, Any] = {"task": task, "zoo": str(zoo_dir), "modality": population.modality,
+                              "stages": population.stages, "kinds": population.kinds, "why": population.why,
+                              "members": len(set(groups)), "checkpoints": int(len(y)), "features": len(columns),
+                              "folds": folds, "split": "GroupKFold by member", "model": "GradientBoosting",
+                              "seed": seed, "population": population.what}
     if task == "predict-accuracy":
         tau = kendalltau(y, predictions.astype(np.float64)).statistic
         result.update({"target": "test_acc", "r2": float(r2_score(y, predictions.astype(np.float64))),
@@ -157,12 +272,18 @@ def benchmark(zoo_dir: str | Path, task: str = "predict-accuracy", factor: str |
 
 
 def cli_benchmark(args) -> int:
-    result = benchmark(args.zoo_dir, args.task, args.factor, args.seed)
-    keys = [k for k in ("task", "target", "population", "members", "checkpoints", "features", "folds", "model", "r2",
-                        "kendall_tau", "baseline_r2", "accuracy", "majority_accuracy") if k in result]
+    population = select_population(args.zoo_dir, args.task, args.factor, args.modality, args.stage, args.kind)
+    print(f"benchmarking {population.describe()}")
+    for reason in population.why:
+        print(f"  {reason}")
+    result = benchmark(args.zoo_dir, args.task, args.factor, args.seed, population=population)
+    keys = [k for k in ("task", "target", "modality", "stages", "kinds", "population", "members", "checkpoints",
+                        "features", "folds", "model", "r2", "kendall_tau", "baseline_r2", "accuracy",
+                        "majority_accuracy") if k in result]
     width = max(len(k) for k in keys)
     for key in keys:
         value = result[key]
+        value = ", ".join(map(str, value)) if isinstance(value, list) else value
         print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
     if args.out:
         layout.atomic_write_json(args.out, result)
