@@ -295,3 +295,43 @@ def test_generate_refuses_a_second_writer_and_says_so_when_its_ray_dies(tmp_path
     last = err.strip().splitlines()[-1]
     assert "the Ray cluster under this run stopped (its raylet process" in last
     assert "run the same command again to resume" in last
+
+
+@pytest.mark.parametrize("value,needle", [
+    (99, "vision.finetuning.from_checkpoint: epoch 99 is not a checkpoint of the parent vision/pretraining/sl_vit_tiny_"
+         "seed_1_lr_0.002_wd_0.0001_bs_64 (it checkpoints epochs 0, 1, 2); give 'last' or an epoch every parent "
+         "checkpoints: 0, 1, 2"),
+    ("best", "vision.finetuning.from_checkpoint must be 'last' or an epoch every parent checkpoints: 0, 1, 2, "
+             "got 'best'"),
+    (-1, "got -1"),
+])
+def test_from_checkpoint_is_checked_against_the_parents_when_planning(tmp_path, capsys, value, needle):
+    spec = write_spec(tmp_path / "spec.yaml", vision__finetuning__from_checkpoint=value)
+    for extra in (["--dry-run"], []):  # refused before anything is trained, dry run or not
+        assert zoo_main(["generate", str(spec), "--zoo-dir", str(tmp_path / "zoo"), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+        assert not (tmp_path / "zoo").exists()
+
+
+def test_from_checkpoint_takes_an_epoch_every_parent_checkpoints(tmp_path, capsys):
+    # two parents checkpointing different epochs: only the common ones are allowed
+    spec = write_spec(tmp_path / "spec.yaml", vision__finetuning__from_checkpoint=2, vision__pretraining__grid=None,
+                      vision__pretraining__groups=[
+                          {"fixed": {"num_train_epochs": 4, "checkpoint_every": 2}, "grid": {"seed": [1]}},
+                          {"fixed": {"num_train_epochs": 3, "checkpoint_every": 1}, "grid": {"seed": [2]}}])
+    data = yaml.safe_load(spec.read_text())
+    del data["vision"]["pretraining"]["grid"]
+    spec.write_text(yaml.safe_dump(data))
+    assert zoo_main(["generate", str(spec), "--zoo-dir", str(tmp_path / "zoo"), "--dry-run"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "6 members: 2 vision/pretraining, 4 vision/finetuning"
+    data["vision"]["finetuning"]["from_checkpoint"] = 1
+    spec.write_text(yaml.safe_dump(data))
+    assert zoo_main(["generate", str(spec), "--zoo-dir", str(tmp_path / "zoo"), "--dry-run"]) == 2
+    assert "(it checkpoints epochs 0, 2, 4); give 'last' or an epoch every parent checkpoints: 0, 2" in \
+        capsys.readouterr().err
+    data["vision"]["pretraining"]["from_checkpoint"] = 1  # a pretraining stage has no parent to start from
+    spec.write_text(yaml.safe_dump(data))
+    assert zoo_main(["generate", str(spec), "--zoo-dir", str(tmp_path / "zoo"), "--dry-run"]) == 2
+    assert "vision.pretraining.from_checkpoint: only a finetuning stage starts from a parent's checkpoint" in \
+        capsys.readouterr().err

@@ -41,6 +41,7 @@ class PlannedMember:
     params: dict[str, Any]  # config values on top of the stage's base config
     parent: str | None = None  # finetuning: the pretrained member's name
     epochs: int = 0
+    checkpoints: tuple[int, ...] = ()  # the epochs that get a checkpoint
 
     def relpath(self) -> str:
         return layout.zoo_member_dir("", self.modality, self.stage, self.name, self.parent).as_posix()
@@ -59,6 +60,7 @@ class StagePlan:
     optuna_trials: int = 0  # members sampled from `ranges` (0: use the grid)
     pack: int = 1  # members trained at once in one process (`zoo.packs`); 1: one member per trial
     pack_mode: str = "auto"  # auto: vmap, member after member for a model vmap cannot batch (zoo.packs)
+    where: str = ""  # `<spec>: <modality>.<stage>`, for messages
 
     def sample(self, trial) -> dict[str, Any]:
         """An Optuna trial's values for this stage's ranges."""
@@ -142,8 +144,33 @@ def _load_stage(where: str, path: Path, modality: str, stage: str, section: dict
     if pack_mode not in ("auto", "vmap", "loop"):
         raise ConfigError(f"{where}.pack_mode must be auto, vmap or loop, got {pack_mode!r}")
     return StagePlan(modality, stage, kind, _stage_base(where, path, section), _stage_points(where, section),
-                     section.get("from_checkpoint", "last"), ranges=ranges, optuna_trials=optuna_trials,
-                     pack=pack, pack_mode=pack_mode)
+                     _from_checkpoint(where, stage, section), ranges=ranges, optuna_trials=optuna_trials,
+                     pack=pack, pack_mode=pack_mode, where=where)
+
+
+def _from_checkpoint(where: str, stage: str, section: dict[str, Any]) -> Any:
+    """The stage's `from_checkpoint` as given ('last' by default); `plan_members` checks it against the parents."""
+    if "from_checkpoint" in section and stage != "finetuning":
+        raise ConfigError(f"{where}.from_checkpoint: only a finetuning stage starts from a parent's checkpoint")
+    value = section.get("from_checkpoint", "last")
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+
+def _check_from_checkpoint(plan: StagePlan, parents: list[PlannedMember]) -> None:
+    """A finetuning stage starts from 'last' or from an epoch that every one of its planned parents checkpoints."""
+    value = plan.from_checkpoint
+    if value == "last":
+        return
+    common = sorted(set.intersection(*(set(p.checkpoints) for p in parents))) if parents else []
+    allowed = "'last' or an epoch every parent checkpoints" + (f": {', '.join(map(str, common))}" if common else "")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{plan.where}.from_checkpoint must be {allowed}, got {value!r}")
+    lacking = [parent for parent in parents if value not in parent.checkpoints]
+    if lacking:
+        more = f", and {len(lacking) - 1} more parents lack it" if len(lacking) > 1 else ""
+        raise ConfigError(f"{plan.where}.from_checkpoint: epoch {value} is not a checkpoint of the parent "
+                          f"{lacking[0].relpath()} (it checkpoints epochs {', '.join(map(str, lacking[0].checkpoints))}"
+                          f"{more}); give {allowed}")
 
 
 def check_pack(where: str, pack: Any) -> None:
@@ -242,9 +269,10 @@ def plan_member(plan: StagePlan, point: dict[str, Any], grid_keys: list[str], pa
         raise ConfigError(f"{where}, member with {values or 'the base config'}: {err}") from None
     if plan.stage == "finetuning":
         args.zoo.pretrained = "parent"
+    epochs = int(args.training.num_train_epochs)
     return PlannedMember(plan.modality, plan.stage, plan.kind, member_name(kind, args),
-                         {k: v for k, v in config.items() if k != "output_dir"}, parent,
-                         int(args.training.num_train_epochs))
+                         {k: v for k, v in config.items() if k != "output_dir"}, parent, epochs,
+                         tuple(layout.planned_checkpoints(epochs, args.zoo.checkpoint_every)))
 
 
 def plan_members(stages: list[StagePlan]) -> list[StagePlan]:
@@ -255,8 +283,10 @@ def plan_members(stages: list[StagePlan]) -> list[StagePlan]:
     for plan in stages:
         plan.members = []
         parent_kind = kinds.get(plan.kind).parent_kind
-        parents = [None] if plan.stage == "pretraining" else \
-            [m.name for m in pretrained.get((plan.modality, parent_kind), [])]
+        parent_members = pretrained.get((plan.modality, parent_kind), [])
+        parents = [None] if plan.stage == "pretraining" else [m.name for m in parent_members]
+        if plan.stage == "finetuning":
+            _check_from_checkpoint(plan, parent_members)
         names: set[str] = set()
         if plan.optuna_trials:  # sampled members are known only once sampled
             continue
@@ -268,7 +298,7 @@ def plan_members(stages: list[StagePlan]) -> list[StagePlan]:
             names.add(first.name)
             for parent in parents:
                 plan.members.append(PlannedMember(first.modality, first.stage, first.kind, first.name, first.params,
-                                                  parent, first.epochs))
+                                                  parent, first.epochs, first.checkpoints))
         if plan.stage == "pretraining":
             pretrained.setdefault((plan.modality, plan.kind), []).extend(plan.members)
     taken: dict[str, str] = {}
@@ -654,6 +684,9 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
                                                                                  parent))
                 epoch = plan.from_checkpoint
                 epoch = parent_info.checkpoints[-1] if epoch == "last" else int(epoch)
+                if epoch not in parent_info.checkpoints:  # a parent sampled by Optuna: known only now
+                    raise ConfigError(f"{plan.where}.from_checkpoint: {epoch} is not a checkpoint of the parent "
+                                      f"{parent} (it saved epochs {', '.join(map(str, parent_info.checkpoints))})")
                 base["pretrained"] = str(parent_info.checkpoint_dir(epoch))
             base["output_dir"] = str(zoo_dir)
             base["disable_tqdm"] = True
