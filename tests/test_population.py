@@ -335,3 +335,37 @@ def test_from_checkpoint_takes_an_epoch_every_parent_checkpoints(tmp_path, capsy
     assert zoo_main(["generate", str(spec), "--zoo-dir", str(tmp_path / "zoo"), "--dry-run"]) == 2
     assert "vision.pretraining.from_checkpoint: only a finetuning stage starts from a parent's checkpoint" in \
         capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"vision__pretraining__grid": {"seed": [1], "head": ["linear", "mlp"]}},
+     "vision.pretraining.grid.head: vit-pretrain members ignore 'head' (read by vision finetuning only)"),
+    ({"vision__finetuning__grid": {"hidden_size": [32, 64]}},
+     "vision.finetuning.grid.hidden_size: vit-finetune members ignore 'hidden_size' (read by pretraining kinds"),
+    ({"vision__finetuning__grid": {"temperature": [0.1, 0.2]}},
+     "vision.finetuning.grid.temperature: vit-finetune members ignore 'temperature'"),
+    ({"vision__pretraining__ranges": {"mlm_probability": {"low": 0.1, "high": 0.2}}},
+     "vision.pretraining.ranges.mlm_probability: vit-pretrain members ignore 'mlm_probability'"),
+])
+def test_a_grid_key_the_kind_ignores_is_refused_when_planning(tmp_path, capsys, change, needle):
+    spec = write_spec(tmp_path / "spec.yaml", **change)
+    assert zoo_main(["generate", str(spec), "--zoo-dir", str(tmp_path / "zoo"), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and "remove it from the stage" in err[0], err
+
+
+def test_keys_a_kind_reads_stay_allowed_in_grids(tmp_path, capsys):
+    spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__grid={"seed": [1], "mode": ["supervised"],
+                                                                          "hidden_size": [32, 64]},
+                      vision__finetuning__grid={"head": ["linear", "mlp"], "label_smoothing": [0.0, 0.1]})
+    assert zoo_main(["generate", str(spec), "--zoo-dir", str(tmp_path / "zoo"), "--dry-run"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "10 members: 2 vision/pretraining, 8 vision/finetuning"
+    groups = [{"fixed": {"member_prefix": "lm"}, "grid": {"seed": [1], "mlm_probability": [0.1, 0.2]}}]
+    language = {"name": "l", "language": {"pretraining": {"recipe": "lm-pretrain", "groups": groups}}}
+    (tmp_path / "lm.yaml").write_text(yaml.safe_dump(language))
+    assert zoo_main(["generate", str(tmp_path / "lm.yaml"), "--zoo-dir", str(tmp_path / "zoo"), "--dry-run"]) == 2
+    assert "language.pretraining.groups[0].grid.mlm_probability: lm-pretrain members ignore 'mlm_probability' (read " \
+        "by masked-LM pretraining only)" in capsys.readouterr().err
+    language["language"]["pretraining"]["recipe"] = "mlm-pretrain"
+    (tmp_path / "lm.yaml").write_text(yaml.safe_dump(language))
+    assert zoo_main(["generate", str(tmp_path / "lm.yaml"), "--zoo-dir", str(tmp_path / "zoo"), "--dry-run"]) == 0

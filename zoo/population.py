@@ -139,6 +139,7 @@ def _load_stage(where: str, path: Path, modality: str, stage: str, section: dict
     if kind not in fitting:
         raise ConfigError(f"{where}.recipe must be one of {', '.join(fitting)}, got {kind!r}")
     ranges, optuna_trials = _stage_ranges(where, section)
+    _check_keys_read(where, kinds.get(kind), section)
     pack, pack_mode = section.get("pack", 1), section.get("pack_mode", "auto")
     check_pack(f"{where}.pack", pack)
     if pack_mode not in ("auto", "vmap", "loop"):
@@ -171,6 +172,49 @@ def _check_from_checkpoint(plan: StagePlan, parents: list[PlannedMember]) -> Non
         raise ConfigError(f"{plan.where}.from_checkpoint: epoch {value} is not a checkpoint of the parent "
                           f"{lacking[0].relpath()} (it checkpoints epochs {', '.join(map(str, lacking[0].checkpoints))}"
                           f"{more}); give {allowed}")
+
+
+# Config keys that only some kinds read (see zoo.kinds, zoo.models, zoo.training, zoo.data): a grid over one of them
+# in a stage of another kind makes members that differ in name only. Keys missing here are read by every kind.
+_READ_BY: dict[str, tuple[str, Any]] = {}
+
+
+def _read_by(readers: str, test, *keys: str) -> None:
+    _READ_BY.update((key, (readers, test)) for key in keys)
+
+
+_read_by("vision kinds", lambda k: k.modality == "vision", "label_smoothing", "mixup_alpha", "cutmix_alpha",
+         "mix_prob", "mix_switch_prob", "random_erasing", "crop_scale_min", "hflip", "augment", "image_column",
+         "image_mean", "image_std")
+_read_by("vision pretraining (a finetuned ViT takes its parent's size)",
+         lambda k: k.modality == "vision" and k.stage == "pretraining", "mode", "color_jitter", "temperature",
+         "projection_dim", "image_size", "patch_size", "num_channels")
+_read_by("pretraining kinds (a finetuned member takes its parent's architecture)", lambda k: k.stage == "pretraining",
+         "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_dropout",
+         "attention_dropout", "init", "init_std")
+_read_by("finetuning kinds", lambda k: k.stage == "finetuning", "freeze_encoder")
+_read_by("vision finetuning", lambda k: k.modality == "vision" and k.stage == "finetuning", "head",
+         "head_hidden_size")
+_read_by("language kinds", lambda k: k.modality == "language", "text_column")
+_read_by("language pretraining (a finetuned member takes its parent's tokenizer)",
+         lambda k: k.modality == "language" and k.stage == "pretraining", "block_size", "tokenizer_name", "vocab_size")
+_read_by("language finetuning", lambda k: k.modality == "language" and k.stage == "finetuning", "max_length")
+_read_by("masked-LM pretraining", lambda k: isinstance(k, kinds.MLMPretrain), "mlm_probability")
+
+
+def _check_keys_read(where: str, kind: kinds.MemberKind, section: dict[str, Any]) -> None:
+    """Refuse a grid (or Optuna range) over a key that the stage's kind never reads."""
+    groups = section.get("groups") if isinstance(section.get("groups"), list) else [section]
+    varied = [(f"{where}.ranges", key) for key in section.get("ranges") or {}]
+    for number, group in enumerate(groups):
+        grid = group.get("grid") if isinstance(group, dict) else None
+        gwhere = f"{where}.groups[{number}].grid" if "groups" in section else f"{where}.grid"
+        varied += [(gwhere, key) for key in (grid if isinstance(grid, dict) else {})]
+    for place, key in varied:
+        readers, test = _READ_BY.get(key, ("", None))
+        if test is not None and not test(kind):
+            raise ConfigError(f"{place}.{key}: {kind.name} members ignore {key!r} (read by {readers} only): each "
+                              f"value would make the same member under another name; remove it from the stage")
 
 
 def check_pack(where: str, pack: Any) -> None:
