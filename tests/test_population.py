@@ -15,7 +15,7 @@ from processes import descendants
 
 from zoo import layout
 from zoo.cli import main as zoo_main
-from zoo.population import load_spec, plan_members
+from zoo.population import load_spec, plan_members, spec_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOOS = ROOT / "recipes" / "configs" / "zoos"
@@ -369,3 +369,28 @@ def test_keys_a_kind_reads_stay_allowed_in_grids(tmp_path, capsys):
     language["language"]["pretraining"]["recipe"] = "mlm-pretrain"
     (tmp_path / "lm.yaml").write_text(yaml.safe_dump(language))
     assert zoo_main(["generate", str(tmp_path / "lm.yaml"), "--zoo-dir", str(tmp_path / "zoo"), "--dry-run"]) == 0
+
+
+def test_a_dry_run_refuses_what_the_real_run_refuses(tmp_path, capsys):
+    zoo_dir = tmp_path / "zoo"
+    spec = write_spec(tmp_path / "spec.yaml")
+    other = write_spec(tmp_path / "other.yaml", vision__pretraining__grid={"seed": [5]})
+    loaded, _ = load_spec(spec)
+    layout.write_zoo_file(zoo_dir, loaded, spec_hash(loaded))
+    assert zoo_main(["generate", str(spec), "--zoo-dir", str(zoo_dir), "--dry-run"]) == 0  # its own spec
+    capsys.readouterr()
+    messages = []
+    for extra in (["--dry-run"], []):
+        assert zoo_main(["generate", str(other), "--zoo-dir", str(zoo_dir), *extra]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        messages.append(captured.err)
+    assert messages[0] == messages[1] and messages[0].count("\n") == 1
+    assert f"--zoo-dir {zoo_dir.resolve()} holds a zoo made from a different spec ('test')" in messages[0]
+    (tmp_path / "stray").mkdir()
+    (tmp_path / "stray" / "notes.txt").write_text("x")
+    (tmp_path / "afile").write_text("x")
+    for target, needle in ((tmp_path / "stray", "is not empty and holds no zoo.json"),
+                           (tmp_path / "afile", "is a file, not a zoo folder")):
+        assert zoo_main(["generate", str(spec), "--zoo-dir", str(target), "--dry-run"]) == 2
+        assert needle in capsys.readouterr().err

@@ -818,6 +818,9 @@ def cli_generate(args) -> int:
         for plan in stages:
             plan.pack = args.pack
     if args.dry_run:
+        if Path(args.zoo_dir).exists() and not Path(args.zoo_dir).is_dir():  # what the real run's lock refuses
+            raise layout.LayoutError(f"{args.zoo_dir}: is a file, not a zoo folder")
+        check_zoo_dir(Path(args.zoo_dir).resolve(), spec)  # the real run's refusal of another spec's zoo
         members = [m for plan in stages for m in plan.members
                    if m.modality in modalities and m.stage in stages_wanted]
         for member in members:
