@@ -4,7 +4,7 @@
     python bench/bench_rerun.py --zoo-dir /tmp/qs --spec recipes/configs/zoos/quickstart.yaml --runs 3
 
 Generates the zoo first when it is missing (not timed), then times `--runs` reruns. A complete zoo should cost
-only the spec check and the status scan: no data preparation, no Ray. Numbers go into the notes of the issues.
+only the spec check and the status scan: no data preparation, no Ray. It prints times; no test asserts them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 8: file modes, one writer per zoo, leftovers, status reasons, data columns, offline data, metrics, hints."""
+"""Hardening: file modes, one writer per zoo, leftovers, status reasons, data columns, offline data, metrics, hints."""
 
 import io
 import json
