@@ -33,7 +33,7 @@ def table(out, name):
     return parquet
 
 
-def test_report_references_existing_files(report):
+def test_report_references_existing_files(report, small_zoo):
     text = (report / "report.md").read_text()
     links = re.findall(r"\]\(((?:figures|tables)/[^)]+)\)", text)
     figures = [link for link in links if link.endswith(".png")]
@@ -43,7 +43,12 @@ def test_report_references_existing_files(report):
     for name in ("learning_curves", "final_metric_by_stage", "soups", "weight_l2_vision", "layer_norms",
                  "distance_travelled"):
         assert f"figures/{name}.png" in figures
-    assert any(f.startswith("figures/cka_") for f in figures)
+    parent = small_zoo["parent"].name  # behaviour figures are named by modality, stage, data set and lineage
+    for what in ("cka", "agreement"):
+        assert f"figures/{what}_vision_finetuning_digits_{parent}.png" in figures
+    assert len(set(figures)) == len(figures) == len(list((report / "figures").iterdir()))
+    for figure in figures:
+        assert re.fullmatch(r"figures/[A-Za-z0-9._-]+\.png", figure) and not re.search(r"[0-9a-f]{16}", figure)
     for figure in figures:
         assert (report / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for name in ("members", "curves", "factor_summary", "soups", "weight_pairs", "weight_summary", "layer_norms",
@@ -59,6 +64,7 @@ def test_performance_tables(report, small_zoo):
     assert row.final_metric == pytest.approx(child.last_result["test_acc"])
     assert row["mode"] == "vit-supervised" and row.factor_head == "mlp"
     assert len(table(report, "curves")) == 3 + 4 * 4  # parent epochs 0..2, children 0..3
+    assert list(members.id) == ["V1", "V1.1", "V1.2", "V1.3", "V1.4"]  # the parent before its children
     factors = table(report, "factor_summary")
     heads = factors[(factors.factor == "head")].set_index("value")
     assert heads.loc["mlp", "count"] == 3 and heads.loc["linear", "count"] == 1

@@ -28,8 +28,10 @@ match its children's (`vit.encoder.*`, `transformer.h.*`), see `zoo.weights`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,43 @@ def member_ids(members: list[layout.MemberInfo]) -> dict[str, str]:
         counts[prefix] += 1
         ids[member.relpath] = f"{prefix}{counts[prefix]}"
     return ids
+
+
+def _natural(text: str) -> list:
+    """Sort key reading the numbers of a text as numbers: V2 before V10, V1 before V1.1 before V1.2."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def _lineage_root(member: layout.MemberInfo, relpaths: set[str], by_name: dict[str, str]) -> str:
+    """The relpath of the pretraining member a member descends from (its own for pretraining members); the parent's
+    recorded name when the parent is not in the zoo."""
+    if member.stage == "pretraining":
+        return member.relpath
+    parent = member.parent or {}
+    if str(parent.get("path")) in relpaths:
+        return str(parent["path"])
+    return by_name.get(str(parent.get("member")), f"?{_parent_name(member)}")
+
+
+def lineage_order(members: list[layout.MemberInfo], ids: dict[str, str] | None = None
+                  ) -> tuple[list[layout.MemberInfo], list[int]]:
+    """Members grouped by lineage, each parent before its children: per modality, pretraining members in the order
+    of their ids (V1, V2, ..., V10), each followed by its finetuned children (V1.1, V1.2, ...); children whose parent
+    is not in the zoo come last, grouped by parent. Returns (members, the index where each lineage starts)."""
+    ids = ids if ids is not None else member_ids(members)
+    relpaths = set(ids) | {m.relpath for m in members}
+    by_name = {m.name: m.relpath for m in members if m.stage == "pretraining"}
+    roots = {m.relpath: _lineage_root(m, relpaths, by_name) for m in members}
+
+    def key(member: layout.MemberInfo) -> tuple:
+        root = roots[member.relpath]
+        modality = layout.MODALITIES.index(member.modality) if member.modality in layout.MODALITIES else 99
+        return (modality, root not in ids, _natural(ids.get(root, root)), root, member.relpath != root,
+                _natural(ids.get(member.relpath, member.relpath)))
+
+    ordered = sorted(members, key=key)
+    starts = [i for i, m in enumerate(ordered) if not i or roots[m.relpath] != roots[ordered[i - 1].relpath]]
+    return ordered, starts
 
 
 def member_table(members: list[layout.MemberInfo]) -> list[dict[str, Any]]:
@@ -181,14 +220,22 @@ class Report:
                           f"{len(frame)} rows.\n")
         return frame
 
-    def figure(self, name: str, fig) -> None:
+    def figure(self, name: str, fig) -> str:
+        """Save `fig` as figures/<name>.png, the name made filesystem-safe and unique within the report (a second
+        `cka_x` becomes `cka_x_2`), and link it; returns the name used."""
         import matplotlib.pyplot as plt
 
+        name = base = safe_name(name)
+        count = 1
+        while name in self.figures:
+            count += 1
+            name = f"{base}_{count}"
         fig.tight_layout()
         fig.savefig(self.out / "figures" / f"{name}.png", dpi=110)
         plt.close(fig)
         self.figures.append(name)
         self.lines.append(f"![{name}](figures/{name}.png)\n")
+        return name
 
     def md(self, text: str = "") -> None:
         self.lines.append(text)
@@ -212,6 +259,19 @@ class Report:
         return self.out / "report.md"
 
 
+MAX_NAME = 100  # characters of a figure's file name, before `.png`
+
+
+def safe_name(text: str, limit: int = MAX_NAME) -> str:
+    """A file name made of letters, digits, `.`, `-` and `_` only (runs of anything else become one `_`), at most
+    `limit` characters: a longer one keeps its start and ends with a short hash of the whole, so it stays unique."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-") or "figure"
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:limit - 9].rstrip('._-')}_{digest}"
+
+
 def _plt():
     import matplotlib
 
@@ -233,12 +293,17 @@ def _integer_epochs(ax) -> None:
     ax.set_xlabel("epoch")
 
 
-def _heatmap(plt, matrix: np.ndarray, labels: list[str], title: str, cmap: str = "viridis"):
-    """A square matrix labelled with short member ids (the key is the members table)."""
+def _heatmap(plt, matrix: np.ndarray, labels: list[str], title: str, cmap: str = "viridis",
+             starts: list[int] | None = None):
+    """A square matrix labelled with short member ids (the key is the members table); white lines part the lineages
+    that begin at `starts` (members in `lineage_order`: each parent, then its children)."""
     size = min(3 + 0.3 * len(labels), 14)
     fig, ax = plt.subplots(figsize=(size + 1.5, size))
     image = ax.imshow(matrix, cmap=cmap)
     fig.colorbar(image, ax=ax, fraction=0.046)
+    for start in (starts or [])[1:]:
+        ax.axhline(start - 0.5, color="white", linewidth=1.5)
+        ax.axvline(start - 0.5, color="white", linewidth=1.5)
     if len(labels) <= MAX_TICK_LABELS:
         fontsize = 8 if len(labels) <= 30 else 6
         ticks = list(range(len(labels)))
@@ -305,17 +370,56 @@ def _learning_curves(report: Report, frame, curves) -> None:
     report.figure("learning_curves", fig)
 
 
+JITTER = 0.15  # half the width over which a category's points spread
+
+
+def _label_key(label: str) -> tuple:
+    """Factor values in their natural order: numbers by value, then texts, 'none' last."""
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1 + (label == "none"), 0.0, label)
+
+
+def strip_box(ax, groups: list[tuple[str, Any]], metric: str, seed: int = 0) -> None:
+    """One category per (label, values): every value as a point, spread sideways by a seeded jitter and half
+    transparent so equal values stay visible, over a light box where a category has 3 or more; the y axis is
+    labelled with the metric."""
+    rng = np.random.default_rng(seed)
+    values = [np.asarray(v, dtype=np.float64) for _, v in groups]
+    boxed = [x for x, ys in enumerate(values) if len(ys) >= 3]  # fewer points say it all themselves
+    if boxed:
+        ax.boxplot([values[x] for x in boxed], positions=boxed, widths=0.5, showfliers=False,
+                   medianprops={"color": "black"}, boxprops={"color": "0.6"}, whiskerprops={"color": "0.6"},
+                   capprops={"color": "0.6"})
+    for x, ys in enumerate(values):
+        spread = rng.uniform(-JITTER, JITTER, len(ys)) if len(ys) > 1 else 0.0
+        ax.scatter(x + spread, ys, s=22, alpha=0.55, color=f"C{x % 10}", edgecolors="black", linewidths=0.4, zorder=3)
+    ax.set_xticks(range(len(groups)), [f"{label}\n(n={len(ys)})" for (label, _), ys in zip(groups, values)],
+                  rotation=30 if len(groups) > 4 else 0, fontsize=7)
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    ax.set_ylabel(metric)
+
+
+def _grid(plt, count: int, width: float, height: float, cols: int = 4):
+    cols = min(cols, count)
+    rows = math.ceil(count / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.ravel()[count:]:
+        ax.axis("off")
+    return fig, axes.ravel()
+
+
 def _final_metric_figures(report: Report, done, summary: list[dict[str, Any]]) -> None:
+    """Final metrics per modality and stage (a box per kind), and per value of each varying generating factor."""
     plt = _plt()
     keys = sorted(done.groupby(["modality", "stage", "metric"]).groups)
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
-    for ax, (modality, stage, metric) in zip(axes[0], keys):
+    fig, axes = _grid(plt, len(keys), 4, 3.5, cols=len(keys))
+    for ax, (modality, stage, metric) in zip(axes, keys):
         part = done[(done.modality == modality) & (done.stage == stage) & (done.metric == metric)]
         kind_labels = _as_labels(part.kind)
-        kinds = sorted(set(kind_labels))
-        ax.boxplot([part[kind_labels == k].final_metric for k in kinds], tick_labels=kinds)
+        strip_box(ax, [(k, part[kind_labels == k].final_metric) for k in sorted(set(kind_labels))], f"final {metric}")
         ax.set_title(f"{modality} {stage}: final {metric}", fontsize=9)
-        ax.tick_params(axis="x", labelsize=7)
     report.figure("final_metric_by_stage", fig)
     group_keys = [*POOL_KEYS, "factor"]
     values: dict[tuple, set] = defaultdict(set)
@@ -325,21 +429,15 @@ def _final_metric_figures(report: Report, done, summary: list[dict[str, Any]]) -
     varied = sorted(key for key, seen in values.items() if len(seen) > 1)
     if not varied:
         return
-    cols = min(4, len(varied))
-    fig, axes = plt.subplots(math.ceil(len(varied) / cols), cols, figsize=(3.6 * cols, 3.2 * math.ceil(
-        len(varied) / cols)), squeeze=False)
-    for ax, (modality, stage, kind, metric, factor) in zip(axes.ravel(), varied):
+    fig, axes = _grid(plt, len(varied), 3.6, 3.4)
+    for ax, (modality, stage, kind, metric, factor) in zip(axes, varied):
         part = done[(done.modality == modality) & (done.stage == stage) & (done.kind == kind)
                     & (done.metric == metric)]
         labels_of = _as_labels(part[f"factor_{factor}"])
-        labels = sorted(set(labels_of))
-        for x, label in enumerate(labels):
-            ys = part[labels_of == label].final_metric
-            ax.scatter([x] * len(ys), ys, alpha=0.7)
-        ax.set_xticks(range(len(labels)), labels, rotation=45, fontsize=7)
-        ax.set_title(f"{kind} {metric} by {factor}", fontsize=8)
-    for ax in axes.ravel()[len(varied):]:
-        ax.axis("off")
+        strip_box(ax, [(label, part[labels_of == label].final_metric)
+                       for label in sorted(set(labels_of), key=_label_key)], f"final {metric}")
+        ax.set_xlabel(factor)
+        ax.set_title(f"{modality} {kind}: final {metric} by {factor}", fontsize=8)
     report.figure("final_metric_by_factor", fig)
 
 
@@ -467,6 +565,7 @@ def _pair_rows(modality: str, chosen: list[layout.MemberInfo], dist: np.ndarray,
 def _pairwise_weights(report: Report, modality: str, chosen: list[layout.MemberInfo],
                       by_path: dict[str, layout.MemberInfo], ids: dict[str, str]) -> list[dict[str, Any]]:
     """Pairwise L2 distance and cosine similarity of the members' shared backbone weights, with heatmaps."""
+    chosen, starts = lineage_order(chosen, ids)
     checkpoints = [m.checkpoint_dir() for m in chosen]
     keys = shared_keys(checkpoints, backbone=True)
     if not keys:
@@ -479,9 +578,11 @@ def _pairwise_weights(report: Report, modality: str, chosen: list[layout.MemberI
               "task heads left out).\n")
     plt = _plt()
     labels = [ids[m.relpath] for m in chosen]
-    report.figure(f"weight_l2_{modality}", _heatmap(plt, dist, labels, f"{modality}: L2 distance of weights"))
+    report.md("Members in lineages, each parent before its children (white lines part the lineages).\n")
+    report.figure(f"weight_l2_{modality}", _heatmap(plt, dist, labels, f"{modality}: L2 distance of weights",
+                                                    starts=starts))
     report.figure(f"weight_cosine_{modality}", _heatmap(plt, cosine, labels, f"{modality}: cosine similarity",
-                                                        "magma"))
+                                                        "magma", starts))
     _key(report, [m.relpath for m in chosen], ids)
     return _pair_rows(modality, chosen, dist, cosine, size, by_path)
 
@@ -633,6 +734,29 @@ def _behaviour_pairs(key: str, names: list[str], outputs: dict[str, dict[str, An
     return cka, agreement, rows
 
 
+def _group_roots(group: list[layout.MemberInfo]) -> list[str]:
+    """The parents of a group's finetuned members and its pretraining members: the lineages it spans."""
+    return sorted({m.relpath if m.stage == "pretraining" else str(_parent_name(m)) for m in group})
+
+
+def _group_text(group: list[layout.MemberInfo], ids: dict[str, str]) -> str:
+    stages = " + ".join(s for s in layout.STAGES if any(m.stage == s for m in group))
+    roots = [ids.get(root, _short(root)) for root in _group_roots(group)]
+    return f"{group[0].modality} {stages}, lineage{'s' if len(roots) > 1 else ''} of {', '.join(roots)}"
+
+
+def _behaviour_name(group: list[layout.MemberInfo], ids: dict[str, str]) -> str:
+    """A readable, stable figure name for a group of members evaluated on one data set:
+    <modality>_<stages>_<data set>_<the parent's member name | N_parents>, e.g.
+    `vision_finetuning_digits_sl_vit_tiny_seed_1_lr_0.002_wd_0.0001_bs_64`."""
+    stages = "_".join(s for s in layout.STAGES if any(m.stage == s for m in group))
+    dataset = str(data_arguments(group[0]).dataset)
+    dataset = dataset.split(":", 1)[1] if dataset.startswith("embedded:") else dataset
+    roots = _group_roots(group)
+    lineage = roots[0].rsplit("/", 1)[-1] if len(roots) == 1 else f"{len(roots)}_parents"
+    return safe_name(f"{group[0].modality}_{stages}_{dataset}_{lineage}")
+
+
 def behaviour_section(report: Report, members: list[layout.MemberInfo], tasks: TaskCache, cap: int | None,
                       batch_size: int, ids: dict[str, str]) -> None:
     plt = _plt()
@@ -644,8 +768,8 @@ def behaviour_section(report: Report, members: list[layout.MemberInfo], tasks: T
         except (ValueError, OSError) as err:
             report.md(f"- {member.relpath}: skipped ({err})")
     rows = []
-    for key, group in sorted(by_task.items()):
-        group = _sample(group, cap)
+    for key, group in sorted(by_task.items(), key=lambda item: _behaviour_name(item[1], ids)):
+        group, starts = lineage_order(_sample(group, cap), ids)
         if len(group) < 2:
             continue
         names = [m.relpath for m in group]
@@ -653,10 +777,14 @@ def behaviour_section(report: Report, members: list[layout.MemberInfo], tasks: T
         rows += pairs
         dataset = data_arguments(group[0]).dataset
         labels = [ids[name] for name in names]
-        report.md(f"Data set {dataset} (task {key}): {len(names)} members.\n")
-        report.figure(f"cka_{key}", _heatmap(plt, cka, labels, f"linear CKA, {dataset} test split", "magma"))
+        name, lineage = _behaviour_name(group, ids), _group_text(group, ids)
+        report.md(f"Data set {dataset}, {lineage}: {len(names)} members, each parent before its "
+                  f"children (`task` {key} in the behaviour_pairs table).\n")
+        report.figure(f"cka_{name}", _heatmap(plt, cka, labels, f"linear CKA, {dataset} test split\n{lineage}",
+                                              "magma", starts))
         if not np.all(np.isnan(agreement)):
-            report.figure(f"agreement_{key}", _heatmap(plt, agreement, labels, f"prediction agreement, {dataset}"))
+            report.figure(f"agreement_{name}", _heatmap(plt, agreement, labels,
+                                                        f"prediction agreement, {dataset}\n{lineage}", starts=starts))
         _key(report, names, ids)
     report.md("Pairwise prediction agreement and linear CKA of the last hidden representation on the test split:\n")
     frame = report.table("behaviour_pairs", rows)
@@ -698,6 +826,7 @@ def analyze(zoo_dir: str | Path, out: str | Path, max_members: int | None = None
               + ")." + (f" Pairwise metrics use at most {max_members} members per group." if max_members else "")
               + (" Weights only: no soups, no behaviour (nothing evaluated)." if weights_only else "") + "\n")
     ids = member_ids(members)
+    members = lineage_order(members, ids)[0]  # tables and figures list each parent before its children
     complete = [m for m in members if m.state == "complete"]
     tasks = TaskCache()
     performance_section(report, members)
