@@ -282,7 +282,7 @@ def test_republish_uploads_only_what_changed(zoo, hub_server, tmp_path, capsys):
     commits, uploads = len(state.commits_made), len(state.lfs_uploads)
 
     # unchanged zoo: byte-identical staging, so nothing is uploaded and no commit is made; not even asked for
-    # (issue 8, item 14: a server that answers preupload without the stored oids would get every file again)
+    # (a server that answers preupload without the stored oids would get every file again)
     requests = len(state.request_log)
     assert main(["publish", str(root), "--repo-id", repo]) == 0
     assert len(state.commits_made) == commits and len(state.lfs_uploads) == uploads
@@ -574,7 +574,7 @@ def test_scale_publish_within_limits_survives_429s_and_loads_by_revision(tiny_zo
             assert all(any(t.shape == v.shape and torch.equal(t, v) for t in loaded)
                        for k, v in local.items() if k.startswith(model.base_model_prefix + "."))
 
-    # unchanged zoo, published again: not one commit, not one upload (issue 8, item 14)
+    # unchanged zoo, published again: not one commit, not one upload
     commits, uploads = len(state.commits_made), len(state.lfs_uploads)
     code, out, err = run(capsys, "publish", str(tiny_zoo), "--repo-id", repo, "--branches",
                          "--max-repo-files", str(SCALE_REPO_FILES), "--max-folder-entries", str(SCALE_FOLDER),
@@ -609,7 +609,7 @@ def test_kill_9_mid_publish_then_rerun_uploads_nothing_twice(zoo, hub_server, tm
     import time
 
     repo, state = "org/killed", hub_server.state
-    stale = zoo / ".publish_staging.999999999.left"  # a killed publish of an earlier version (issue 8, item 13)
+    stale = zoo / ".publish_staging.999999999.left"  # left by a killed publish
     stale.mkdir()
     (stale / "x").write_text("x")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get(
@@ -632,7 +632,7 @@ def test_kill_9_mid_publish_then_rerun_uploads_nothing_twice(zoo, hub_server, tm
             proc.wait()
     landed = {e.sha256 for p, e in hub_server.files(f"{repo}-models").items() if e.lfs}
     assert landed and len(landed) < 18  # partly published
-    assert list(zoo.glob(f".publish_staging.{proc.pid}.*"))  # the kill left its staging folder
+    assert list(zoo.glob(f".publish_staging.*.{proc.pid}.*"))  # the kill left its staging folder (host.pid.*)
 
     uploads = len(state.lfs_uploads)
     code, out, err = run(capsys, "publish", str(zoo), "--repo-id", repo, "--commit-files", "4")
@@ -694,3 +694,299 @@ def test_verify_names_missing_extra_and_altered_checkpoints(zoo, tmp_path, capsy
     assert f"{gone}/model.safetensors: missing" in stdout
     assert "checkpoint_000002_copy/model.safetensors: extra: not in the manifest" in stdout
     assert f"branch {ref.name}: model.safetensors: altered: size 1" in stdout
+
+
+# ---------------------------------------------------------------- a full disk, numeric options, verify's messages
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under `root` (hidden ones included) and its bytes."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _error_lines(err: str, command: str = "publish") -> list[str]:
+    assert "Traceback" not in err, err[-3000:]
+    return [line for line in err.splitlines() if line.startswith(f"zoo {command}: error:")]
+
+
+def _fill_disk_after(monkeypatch, copies: int) -> list[str]:
+    """From the (copies + 1)th file copy on, `shutil.copyfile` writes half of the file and then fails as a full disk
+    does (ENOSPC), so the publisher's own cleanup of partial files and folders runs."""
+    import errno
+
+    real, calls = shutil.copyfile, []
+
+    def copyfile(src, dst, *args, **kwargs):
+        calls.append(str(dst))
+        if len(calls) <= copies:
+            return real(src, dst, *args, **kwargs)
+        data = Path(src).read_bytes()
+        Path(dst).write_bytes(data[:len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+
+    monkeypatch.setattr(shutil, "copyfile", copyfile)
+    return calls
+
+
+def test_local_dir_on_a_full_disk_leaves_nothing_that_looks_published(zoo, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    calls = _fill_disk_after(monkeypatch, 20)
+    code, _, err = run(capsys, "publish", str(zoo), "--repo-id", REPO, "--local-dir", str(out))
+    assert len(calls) == 21  # the disk filled up half-way through the model files
+    [error] = _error_lines(err)
+    assert code == 2 and error.startswith(f"zoo publish: error: cannot write {out}/models/")
+    assert "No space left on device" in error and f"--local-dir {out} is left as it was" in error
+    assert not out.exists()  # it did not exist before: no models folder, no partial folder, nothing
+    assert not list(zoo.glob(".publish_staging.*"))
+
+    monkeypatch.undo()
+    assert run(capsys, "publish", str(zoo), "--repo-id", REPO, "--local-dir", str(out))[0] == 0
+    before = _snapshot(out)
+    calls = _fill_disk_after(monkeypatch, 0)  # a republish with branches has new files to write: the first fails
+    code, _, err = run(capsys, "publish", str(zoo), "--repo-id", REPO, "--local-dir", str(out), "--branches")
+    assert code == 2 and len(calls) == 1 and "No space left on device" in _error_lines(err)[0]
+    assert _snapshot(out) == before  # the earlier publish is untouched: same files, same bytes, no leftovers
+    assert sorted(p.name for p in out.iterdir()) == ["dataset", "models"]
+    monkeypatch.undo()
+    code, stdout, _ = run(capsys, "verify", str(out))
+    assert code == 0 and "0 problem(s): OK" in stdout
+
+
+def test_local_dir_write_failure_from_the_kernel_is_one_line(zoo, tmp_path):
+    """A real failed write: under RLIMIT_FSIZE the kernel fails every write past the limit (EFBIG). The limit lets
+    every model file through, so all of models/ gets written; the `weights` table (every checkpoint's parameters)
+    is larger, so the publish fails after the models, where a full disk used to leave a models folder without a
+    manifest."""
+    import subprocess
+    import sys
+
+    sizes = [p.stat().st_size for p in zoo.rglob("*.safetensors")]
+    limit = max(p.stat().st_size for p in zoo.rglob("*") if p.is_file()) + 1024
+    assert sum(sizes) > 4 * limit  # the weights table cannot fit
+    out = tmp_path / "out"
+    script = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+              f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
+              "from zoo.cli import main; sys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get(
+        "PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", script, "publish", str(zoo), "--repo-id", REPO, "--local-dir",
+                           str(out), "--with-weights"], env=env, capture_output=True, text=True, timeout=600)
+    [error] = _error_lines(proc.stderr)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"{zoo}/.publish_staging." in error and "/data/weights/weights-00000.parquet: " in error, error
+    assert "File too large" in error and error.endswith(f"--local-dir {out} is left as it was")
+    assert not out.exists() and not list(zoo.glob(".publish_staging.*"))
+
+
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--max-retries", "-1", "-1: must be at least 0"),
+    ("--max-retries", "two", "'two': not a whole number (must be at least 0)"),
+    ("--commit-files", "0", "0: must be between 1 and 1000"),
+    ("--commit-files", "1001", "1001: must be between 1 and 1000"),
+    ("--max-repo-files", "2", "2: must be between 3 and 99999"),
+    ("--max-repo-files", "100000", "100000: must be between 3 and 99999"),
+    ("--max-folder-entries", "-5", "-5: must be between 3 and 9999"),
+    ("--max-folder-entries", "10000", "10000: must be between 3 and 9999"),
+    ("--request-budget", "0/300", "'0/300': needs at least 1 request per positive"),
+    ("--request-budget", "900/-1", "'900/-1': needs at least 1 request per positive"),
+    ("--request-budget", "900", "'900': expected N/SECONDS"),
+])
+def test_numeric_publish_options_are_refused_when_parsed(zoo, tmp_path, capsys, flag, value, needle):
+    out = tmp_path / "out"
+    for where in ([], ["--local-dir", str(out)]):
+        with pytest.raises(SystemExit) as exited:
+            main(["publish", str(zoo), "--repo-id", REPO, *where, f"{flag}={value}"])
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and f"zoo publish: error: argument {flag}: {needle}" in err, err
+        assert "Traceback" not in err and "unreachable" not in err
+    assert not out.exists()
+
+
+def test_numeric_publish_options_are_refused_by_the_library(zoo, tmp_path):
+    from zoo.publish import HubTarget, publish
+
+    for kwargs, needle in (({"max_retries": -1}, "--max-retries -1: must be a whole number of at least 0"),
+                           ({"commit_files": 0}, "--commit-files 0: must be between 1 and 1000"),
+                           ({"request_budget": "5/0"}, "--request-budget '5/0': needs at least 1 request")):
+        with pytest.raises(ValueError) as err:
+            publish(zoo, REPO, local_dir=tmp_path / "out", **kwargs)
+        assert needle in str(err.value)
+    with pytest.raises(ValueError, match="--max-retries -1"):
+        HubTarget(max_retries=-1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_verify_says_what_a_folder_lacks_and_labels_its_retries(zoo, tmp_path, capsys, monkeypatch):
+    code, _, err = run(capsys, "verify", str(zoo))  # a zoo, not a publish of it
+    [error] = _error_lines(err, "verify")
+    assert code == 2 and err.strip() == error
+    assert f"{zoo}: no manifest found (no {zoo}/dataset/manifest.json or {zoo}/manifest.json): not a folder " \
+           "written by zoo publish --local-dir" in error
+    assert "namespace" not in error
+
+    fake = tmp_path / "pub"
+    (fake / "models").mkdir(parents=True)
+    (fake / "dataset").mkdir()
+    (fake / "dataset/manifest.json").write_text("{}")
+    code, _, err = run(capsys, "verify", str(fake / "models"))
+    assert code == 2 and "no manifest found" in err and f"; {fake} is one: verify that folder" in err
+    (tmp_path / "fresh/.publish_partial.host.1.x").mkdir(parents=True)
+    code, _, err = run(capsys, "verify", str(tmp_path / "fresh"))
+    assert code == 2 and "no manifest found" in err and "a publish into it is running or was killed" in err
+    code, _, err = run(capsys, "verify", str(fake / "models" / "missing" / "deep"))
+    assert code == 2 and "no such folder, and not a dataset repo id (expected <namespace>/<name>" in err
+    code, _, err = run(capsys, "verify", str(fake / "dataset/manifest.json"))  # the manifest names its publish
+    assert code == 2 and "not a transformer-zoo manifest" in err
+
+    # no Hub to reach: the retry lines name the command that retries
+    from huggingface_hub import constants
+
+    from zoo.publish import push
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(push.time, "sleep", lambda seconds: None)
+    code, _, err = run(capsys, "verify", "org/offline-zoo")
+    retries = [line for line in err.splitlines() if "retrying in" in line]
+    assert code == 2 and len(retries) == 3 and all(line.startswith("zoo verify: read dataset repo org/offline-zoo")
+                                                   for line in retries), err
+    assert "zoo publish" not in err
+    [error] = _error_lines(err, "verify")
+    assert "dataset repo org/offline-zoo@main: cannot read manifest.json" in error
+    assert "there is no local folder org/offline-zoo" in error
+
+
+def test_verify_checks_what_readers_get_without_a_revision(zoo, hub_server, capsys):
+    """Files deleted or changed on the model repo's main, or on a checkpoint's branch, after the publish: the
+    pinned commits still hold the zoo, but what `from_pretrained` gets by default does not."""
+    from huggingface_hub import HfApi
+    from transformers import AutoModel
+
+    repo, models = "org/heads", "org/heads-models"
+    assert main(["publish", str(zoo), "--repo-id", repo, "--branches"]) == 0
+    assert run(capsys, "verify", repo, "--no-download")[0] == 0
+    manifest = json.loads(hub_server.read(repo, "manifest.json", "dataset"))
+    pinned = manifest["model_repos"][0]["revision"]
+    assert manifest["model_repos"][0]["branch"] == "main" and pinned == hub_server.head(models)
+    ckpts = manifest["checkpoints"]
+    gone, changed, branched = ckpts[1], ckpts[4], ckpts[7]
+    weights = f"{gone['subfolder']}/model.safetensors"
+    config = f"{changed['subfolder']}/config.json"
+
+    api = HfApi()
+    AutoModel.from_pretrained(models, subfolder=gone["subfolder"])
+    api.delete_file(weights, repo_id=models)
+    api.upload_file(path_or_fileobj=b'{"model_type": "vit"}', path_in_repo=config, repo_id=models)
+    api.upload_file(path_or_fileobj=b"not weights", path_in_repo="model.safetensors", repo_id=models,
+                    revision=branched["ref"])
+    with pytest.raises(OSError):  # the default (head of main) lost the checkpoint ...
+        AutoModel.from_pretrained(models, subfolder=gone["subfolder"])
+    AutoModel.from_pretrained(models, subfolder=gone["subfolder"], revision=pinned)  # ... the pinned commit has it
+
+    head = hub_server.head(models)
+    where = f"model repo {models} branch main (head {head[:12]}, not the pinned {pinned[:12]})"
+    for flags in ([], ["--no-download"]):
+        code, out, _ = run(capsys, "verify", repo, *flags)
+        problems = [line for line in out.splitlines() if "problem(s)" not in line]
+        assert code == 1 and "3 problem(s): FAILED" in out, out
+        at_pin = hub_server.files(models, revision=pinned)
+        assert sorted(problems) == sorted([
+            f"zoo verify: {where}: {weights}: missing",
+            f"zoo verify: {where}: {config}: altered: size 21, manifest says {at_pin[config].size}",
+            f"zoo verify: model repo {models} branch {branched['ref']}: model.safetensors: altered: size 11, "
+            f"manifest says {at_pin[branched['subfolder'] + '/model.safetensors'].size}",
+        ]), out
+
+    # publishing again repairs the heads (and pins them)
+    assert main(["publish", str(zoo), "--repo-id", repo, "--branches"]) == 0
+    code, out, _ = run(capsys, "verify", repo, "--no-download")
+    assert code == 0 and "0 problem(s): OK" in out, out
+    AutoModel.from_pretrained(models, subfolder=gone["subfolder"])
+
+
+def test_staging_of_another_host_or_a_live_publish_is_refused(zoo, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from zoo.publish.scratch import host_name
+
+    out, host = tmp_path / "out", host_name()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    leftovers = [zoo / ".publish_staging.other-host.4242.abcd", zoo / f".publish_staging.{host}.{live.pid}.abcd"]
+    try:
+        for folder, needle in ((leftovers[0], "a zoo publish by process 4242 on host other-host may still be "
+                                              f"running (this is host {host}, which cannot check)"),
+                               (leftovers[1], f"the zoo publish of process {live.pid} on this host ({host}) is "
+                                              "still running")):
+            folder.mkdir()
+            code, _, err = run(capsys, "publish", str(zoo), "--repo-id", REPO, "--local-dir", str(out))
+            shutil.rmtree(folder)
+            [error] = _error_lines(err)
+            assert code == 2 and error.startswith(f"zoo publish: error: {folder}: {needle}"), error
+            assert "remove this folder and run the same command again" in error
+            assert not out.exists()
+    finally:
+        live.kill()
+        live.wait()
+        for folder in leftovers:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    # a --local-dir being written by another host's publish
+    out.mkdir()
+    partial = out / ".publish_partial.other-host.4242.abcd"
+    partial.mkdir()
+    code, _, err = run(capsys, "publish", str(zoo), "--repo-id", REPO, "--local-dir", str(out))
+    assert code == 2 and f"{partial}: a zoo publish by process 4242 on host other-host" in _error_lines(err)[0]
+    assert [p.name for p in out.iterdir()] == [partial.name]
+    shutil.rmtree(partial)
+
+    # the leftovers of dead publishes of this host (killed: their pid is gone) are removed, and the publish goes on
+    dead = [zoo / f".publish_staging.{host}.{live.pid}.abcd", out / f".publish_partial.{host}.{live.pid}.abcd"]
+    try:
+        for folder in dead:
+            (folder / "models").mkdir(parents=True)
+        code, _, err = run(capsys, "publish", str(zoo), "--repo-id", REPO, "--local-dir", str(out))
+    finally:
+        shutil.rmtree(dead[0], ignore_errors=True)
+    assert code == 0, err[-2000:]
+    assert not dead[1].exists() and sorted(p.name for p in out.iterdir()) == ["dataset", "models"]
+    assert not list(zoo.glob(".publish_staging.*"))
+
+
+def test_local_publish_reads_back_with_datasets_and_transformers(zoo, tmp_path, capsys):
+    """The way docs/publishing.md reads a `--local-dir` publish: tables with `load_dataset(<dir>/dataset, name)`,
+    checkpoints with `from_pretrained(<dir>/<local_folder>, subfolder=...)` or from their branch folders."""
+    import torch
+    from datasets import load_dataset
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    out = tmp_path / "hub"
+    code, _, err = run(capsys, "publish", str(zoo), "--repo-id", REPO, "--local-dir", str(out), "--branches",
+                       "--max-repo-files", "20")
+    assert code == 0, err[-2000:]
+    members = load_dataset(str(out / "dataset"), "members", split="train")
+    ckpts = load_dataset(str(out / "dataset"), "checkpoints", split="train")
+    metrics = load_dataset(str(out / "dataset"), "metrics", split="train")
+    assert (members.num_rows, ckpts.num_rows, metrics.num_rows) == (6, 18, 6 * (EPOCHS + 1))
+    assert sorted(set(ckpts["local_folder"])) == ["models-00", "models-01", "models-02"]  # a sharded zoo
+    assert sorted(p.name for p in out.iterdir()) == ["dataset", "models-00", "models-00.refs", "models-01",
+                                                     "models-01.refs", "models-02", "models-02.refs"]
+
+    def same_weights(model, folder: Path) -> int:
+        local = load_file(folder / "model.safetensors")
+        prefix = model.base_model_prefix + "."
+        loaded = list(model.state_dict().values())
+        base = [value for key, value in local.items() if key.startswith(prefix)]
+        assert base and all(any(t.shape == v.shape and torch.equal(t, v) for t in loaded) for v in base)
+        return len(base)
+
+    compared = 0
+    for row in ckpts:
+        source = zoo / row["member_path"] / row["checkpoint"]
+        by_subfolder = AutoModel.from_pretrained(out / row["local_folder"], subfolder=row["subfolder"])
+        by_branch = AutoModel.from_pretrained(out / f"{row['local_folder']}.refs" / row["revision"])
+        compared += same_weights(by_subfolder, source) + same_weights(by_branch, source)
+    assert compared > 2 * 18 * 5
+    for row in members:
+        model = AutoModel.from_pretrained(out / row["local_folder"], subfolder=row["last_checkpoint"])
+        same_weights(model, zoo / row["member_path"] / layout.checkpoint_name(row["last_epoch"]))

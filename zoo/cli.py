@@ -94,6 +94,8 @@ def _add_env(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_publish(sub: argparse._SubParsersAction) -> None:
+    from zoo.cli_types import request_budget, whole_number
+
     p = sub.add_parser("publish", help="push a zoo to the Hub as a dataset repo (tables) and a model repo")
     p.add_argument("zoo_dir")
     p.add_argument("--repo-id", required=True, help="dataset repo, e.g. org/transformer-zoo")
@@ -105,14 +107,15 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--revision", default=None, help="branch to push to (default: main)")
     p.add_argument("--branches", action="store_true",
                    help="also give every checkpoint a branch whose root holds it alone (load with revision=...)")
-    p.add_argument("--max-repo-files", type=int, default=50_000,
+    p.add_argument("--max-repo-files", type=whole_number(3, 99_999), default=50_000,
                    help="files per model repo; more spread the zoo over <model repo>-00, -01, ... (Hub: < 100,000)")
-    p.add_argument("--max-folder-entries", type=int, default=5_000,
+    p.add_argument("--max-folder-entries", type=whole_number(3, 9_999), default=5_000,
                    help="entries per folder; fuller folders are split into shard_NNNN folders (Hub: < 10,000)")
-    p.add_argument("--commit-files", type=int, default=100, help="files per commit (the Hub advises 50 to 100)")
-    p.add_argument("--request-budget", default=None, metavar="N/SECONDS",
+    p.add_argument("--commit-files", type=whole_number(1, 1000), default=100,
+                   help="files per commit (the Hub advises 50 to 100)")
+    p.add_argument("--request-budget", type=request_budget, default=None, metavar="N/SECONDS",
                    help="at most N HTTP requests per SECONDS, e.g. 900/300 under a free account's 1,000 per 5 min")
-    p.add_argument("--max-retries", type=int, default=8, help="retries of a request answered 429 or 5xx")
+    p.add_argument("--max-retries", type=whole_number(0), default=8, help="retries of a request answered 429 or 5xx")
     p.set_defaults(run=_publish)
 
 

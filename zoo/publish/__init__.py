@@ -17,19 +17,26 @@ checkpoints that are not there yet. Pushes commit only what differs from what th
 `--commit-files` files per commit, retry 429 and 5xx answers as `Retry-After` says, and can keep to a
 `--request-budget`: an unchanged zoo makes no commit, and a rerun after a kill uploads only what had not landed.
 
+With `--local-dir` the repos are written as folders (`dataset/`, `models/`, `models.refs/<branch>/`) into a partial
+folder that replaces the old ones only once everything is written; the tables' `local_folder` column says which
+folder holds a row's model repo, so `from_pretrained(<dir>/<local_folder>, subfolder=...)` loads it (see
+docs/publishing.md). `zoo verify` checks the commits the tables pin and the heads a reader gets without a revision.
+
 Modules: `stage` (what is published, and where), `tables`, `plots`, `cards` (cards and manifest), `push` (the
-local-folder and Hub targets behind one interface, and `sync`), `publisher` (`publish`), `verify`.
+local-folder and Hub targets behind one interface, and `sync`), `scratch` (the staging and partial folders, named
+after host and pid), `publisher` (`publish`), `verify`.
 """
 
 from zoo.publish.common import FileRecord, check_repo_id, default_model_repo_id
-from zoo.publish.publisher import PublishReport, cli_publish, publish, remove_stale_staging
+from zoo.publish.publisher import PublishReport, cli_publish, publish
 from zoo.publish.push import HubTarget, LocalTarget, RequestBudget, Target, sync
+from zoo.publish.scratch import LocalPublish, remove_stale_staging
 from zoo.publish.stage import Selected, checkpoint_files, plan_layout, ref_name, select_members, shard_folders
 from zoo.publish.tables import build_tables, num_parameters, typed_column, write_parquet, write_weight_tables
 from zoo.publish.verify import VerifyReport, cli_verify, verify
 
 __all__ = [
-    "FileRecord", "HubTarget", "LocalTarget", "PublishReport", "RequestBudget", "Selected", "Target",
+    "FileRecord", "HubTarget", "LocalPublish", "LocalTarget", "PublishReport", "RequestBudget", "Selected", "Target",
     "VerifyReport", "build_tables", "check_repo_id", "checkpoint_files", "cli_publish", "cli_verify",
     "default_model_repo_id", "num_parameters", "plan_layout", "publish", "ref_name", "remove_stale_staging",
     "select_members", "shard_folders", "sync", "typed_column", "verify", "write_parquet", "write_weight_tables",

@@ -138,16 +138,19 @@ def zoo_card_info(zoo_dir: Path) -> dict[str, Any]:
 
 def build_manifest(*, repo_id: str, dataset_files: list[FileRecord], repos: list[ModelRepo],
                    repo_files: dict[str, list[FileRecord]], heads: dict[str, str],
-                   ref_heads: dict[tuple[str, str], str], selected: list[Selected]) -> dict[str, Any]:
+                   ref_heads: dict[tuple[str, str], str], selected: list[Selected],
+                   branch: str = "main") -> dict[str, Any]:
     """Every file of every repo (size, sha256, git blob id), every checkpoint's location, and every member's planned
-    checkpoints, so `zoo verify` can tell missing, extra and altered checkpoints apart."""
+    checkpoints, so `zoo verify` can tell missing, extra and altered checkpoints apart. Each model repo records the
+    commit the tables pin (`revision`) and the branch it was published to (`branch`), whose head is what a reader
+    gets without a revision."""
     return {
         "format": MANIFEST_FORMAT,
         "generator": f"transformer-zoo {__version__}",
         "dataset_repo": repo_id,
         "dataset_files": [record.as_dict() for record in sorted(dataset_files, key=lambda r: r.path)],
         "model_repos": [
-            {"repo": repo.repo_id, "local_folder": repo.local_folder, "revision": heads[repo.repo_id],
+            {"repo": repo.repo_id, "local_folder": repo.local_folder, "revision": heads[repo.repo_id], "branch": branch,
              "files": [record.as_dict() for record in sorted(repo_files[repo.repo_id], key=lambda r: r.path)]}
             for repo in repos
         ],

@@ -59,6 +59,23 @@ def record_of_file(path: str, source: str | Path, progress: Any = None, chunk: i
     return FileRecord(path, size, sha.hexdigest(), git.hexdigest())
 
 
+def with_path(err: OSError, path: str | Path) -> OSError:
+    """`err`, naming `path` if it names no file (a failed write on an open file does not)."""
+    if err.filename:
+        return err
+    reason = err.strerror or next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    return OSError(err.errno, reason, str(path))
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write `data` to `path`, making its folder; an OSError (a full disk) names the path."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError as err:
+        raise with_path(err, path) from None
+
+
 def sha256_file(path: str | Path) -> str:
     return record_of_file("", path).sha256
 

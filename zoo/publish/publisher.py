@@ -4,11 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,13 +27,14 @@ from zoo.publish.common import (
     record_of_bytes,
     record_of_file,
     short_list,
+    write_file,
 )
 from zoo.publish.plots import render_plots
 from zoo.publish.push import HubTarget, LocalTarget, RequestBudget, Target, Upload, not_gitattributes, sync
+from zoo.publish.scratch import DATASET_FOLDER, LocalPublish, staging_folder
 from zoo.publish.stage import ModelRepo, Selected, hash_checkpoints, plan_layout, select_members
 from zoo.publish.tables import build_tables, write_parquet, write_weight_tables
 
-STAGING_PREFIX = ".publish_staging."
 DATASET_OWNED = (f"{DATA_DIR}/", f"{PLOTS_DIR}/")
 
 
@@ -56,41 +53,6 @@ class PublishReport:
     refs: int = 0
     retries: int = 0
     local_dir: Path | None = None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_staging(zoo_dir: Path) -> list[Path]:
-    """Remove the staging folders of earlier publishes of this zoo that were killed (their process is gone)."""
-    removed = []
-    for item in zoo_dir.glob(f"{STAGING_PREFIX}*"):
-        pid = item.name[len(STAGING_PREFIX):].split(".")[0]
-        if not (pid.isdigit() and _pid_alive(int(pid))):
-            shutil.rmtree(item, ignore_errors=True)
-            removed.append(item)
-    return removed
-
-
-@contextmanager
-def staging_folder(zoo_dir: Path) -> Iterator[Path]:
-    """A private folder for the dataset repo's files: inside the zoo (hidden, named after this process, so a later
-    run can tell a killed publish's leftovers), or in the system temp folder when the zoo is read-only."""
-    writable = os.access(zoo_dir, os.W_OK)
-    if writable:
-        remove_stale_staging(zoo_dir)
-    folder = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}.", dir=zoo_dir if writable else None))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _model_owned(path: str) -> bool:
@@ -182,19 +144,54 @@ def stage_dataset(zoo_dir: Path, selected: list[Selected], out: Path, *, repo_id
         table_columns["weights_index"] = ["member_path", "name", "dtype", "shape", "offset", "numel"]
     plots = render_plots(selected)
     for plot in plots:
-        (out / plot["path"]).parent.mkdir(parents=True, exist_ok=True)
-        (out / plot["path"]).write_bytes(plot["data"])
+        write_file(out / plot["path"], plot["data"])
     spec = info["spec"]
     spec_yaml = yaml.safe_dump(spec, sort_keys=False, allow_unicode=True) if spec else "{}\n"
-    (out / SPEC).write_text(spec_yaml)
+    write_file(out / SPEC, spec_yaml.encode())
     card = render_dataset_card(
         repo_id=repo_id, model_repos=[repo.repo_id for repo in repos], title=info["title"],
         description=info["description"], license_id=info["license_id"], selected=selected, table_files=table_files,
         table_columns=table_columns, spec_yaml=spec_yaml, spec_hash=info["spec_hash"], plots=plots,
         with_weights=with_weights, branches=branches, endpoint=endpoint)
-    (out / CARD).write_text(card)
+    write_file(out / CARD, card.encode())
     return [record_of_file(path.relative_to(out).as_posix(), path)
             for path in sorted(out.rglob("*")) if path.is_file()]
+
+
+def _push_all(target: Target, staging: Path, *, zoo_dir: Path, selected: list[Selected], repos: list[ModelRepo],
+              repo_id: str, branch: str, private: bool, commit_files: int, with_weights: bool, branches: bool,
+              info: dict[str, Any], endpoint: str, report: PublishReport) -> None:
+    """The model repos, then the dataset repo (its files staged in `staging`) with the manifest."""
+    from zoo.publish.cards import build_manifest  # noqa: PLC0415 (kept beside its only caller)
+
+    repo_files, ref_heads = push_model_repos(
+        target, repos, dataset_repo=repo_id, branch=branch, private=private, commit_files=commit_files,
+        info=info, endpoint=endpoint, report=report)
+    dataset_files = stage_dataset(zoo_dir, selected, staging, repo_id=repo_id, repos=repos, heads=report.heads,
+                                  with_weights=with_weights, branches=branches, info=info, endpoint=endpoint)
+    manifest = dump_json(build_manifest(repo_id=repo_id, dataset_files=dataset_files, repos=repos, branch=branch,
+                                        repo_files=repo_files, heads=report.heads, ref_heads=ref_heads,
+                                        selected=selected))
+    wanted = {record.path: Upload(record, staging / record.path) for record in dataset_files}
+    wanted[MANIFEST] = Upload(record_of_bytes(MANIFEST, manifest), manifest)
+    target.prepare(repo_id, "dataset", branch, private)
+    report.dataset_commit, commits = sync(target, repo_id, "dataset", branch, wanted, _dataset_owned,
+                                          f"transformer-zoo: {report.members} members", commit_files)
+    report.commits += commits
+
+
+def _file_error(err: OSError) -> str:
+    """A one-line account of a failed file operation: the path and the reason (e.g. no space left on device)."""
+    reason = err.strerror or next((line.strip() for line in str(err).splitlines() if line.strip()),
+                                  type(err).__name__)
+    return f"{err.filename}: {reason}" if err.filename else f"cannot write: {reason}"
+
+
+def _check_numbers(commit_files: int, max_retries: int) -> None:
+    if not isinstance(commit_files, int) or not 1 <= commit_files <= 1000:
+        raise ValueError(f"--commit-files {commit_files!r}: must be between 1 and 1000")
+    if not isinstance(max_retries, int) or max_retries < 0:
+        raise ValueError(f"--max-retries {max_retries!r}: must be a whole number of at least 0")
 
 
 def publish(zoo_dir: str | Path, repo_id: str, *, model_repo_id: str | None = None,
@@ -203,11 +200,10 @@ def publish(zoo_dir: str | Path, repo_id: str, *, model_repo_id: str | None = No
             max_repo_files: int = DEFAULT_MAX_REPO_FILES, max_folder_entries: int = DEFAULT_MAX_FOLDER_ENTRIES,
             commit_files: int = DEFAULT_COMMIT_FILES, request_budget: str | None = None, max_retries: int = 8,
             api: Any = None) -> PublishReport:
-    """Publish the zoo to the Hub, or, with `local_dir`, write the repos there (no network call). See the package
-    docstring."""
+    """Publish the zoo to the Hub, or, with `local_dir`, write the repos there (no network call): into a partial
+    folder first, which replaces the old repo folders only once everything is written, so a failed publish leaves
+    `local_dir` as it was. See the package docstring."""
     from huggingface_hub import constants
-
-    from zoo.publish.cards import build_manifest  # noqa: PLC0415 (kept beside its only caller)
 
     zoo_dir = Path(zoo_dir)
     check_repo_id(repo_id)
@@ -215,9 +211,11 @@ def publish(zoo_dir: str | Path, repo_id: str, *, model_repo_id: str | None = No
         repo_id)
     if model_repo_id == repo_id:
         raise ValueError(f"--model-repo-id {model_repo_id!r} must differ from --repo-id")
-    if not 1 <= commit_files <= 1000:
-        raise ValueError(f"--commit-files {commit_files}: must be between 1 and 1000")
+    _check_numbers(commit_files, max_retries)
+    if local_dir is not None and Path(local_dir).exists() and not Path(local_dir).is_dir():
+        raise ValueError(f"--local-dir {local_dir}: exists and is not a folder")
     budget = RequestBudget.parse(request_budget) if request_budget else None
+    hub = HubTarget(api, budget=budget, max_retries=max_retries) if local_dir is None else None
     branch = revision or "main"
     selected, not_complete = select_members(zoo_dir, allow_incomplete)
     repos = plan_layout(selected, model_repo_id, max_repo_files=max_repo_files,
@@ -229,40 +227,40 @@ def publish(zoo_dir: str | Path, repo_id: str, *, model_repo_id: str | None = No
                            sum(len(repo.checkpoints) for repo in repos), not_complete)
     report.model_files = sum(len(cp.records) for repo in repos for cp in repo.checkpoints)
     report.model_bytes = sum(r.size for repo in repos for cp in repo.checkpoints for r in cp.records.values())
-    endpoint = constants.ENDPOINT.rstrip("/")
-    info = zoo_card_info(zoo_dir)
-    if local_dir is not None:
-        report.local_dir = Path(local_dir)
-        folders = {repo_id: "dataset", **{repo.repo_id: repo.local_folder for repo in repos}}
-        target: Target = LocalTarget(report.local_dir, folders, branch)
-    else:
-        target = HubTarget(api, budget=budget, max_retries=max_retries)
-
-    with target.session(), staging_folder(zoo_dir) as staging:
-        repo_files, ref_heads = push_model_repos(
-            target, repos, dataset_repo=repo_id, branch=branch, private=private, commit_files=commit_files,
-            info=info, endpoint=endpoint, report=report)
-        dataset_files = stage_dataset(zoo_dir, selected, staging, repo_id=repo_id, repos=repos, heads=report.heads,
-                                      with_weights=with_weights, branches=branches, info=info, endpoint=endpoint)
-        manifest = dump_json(build_manifest(repo_id=repo_id, dataset_files=dataset_files, repos=repos,
-                                            repo_files=repo_files, heads=report.heads, ref_heads=ref_heads,
-                                            selected=selected))
-        wanted = {record.path: Upload(record, staging / record.path) for record in dataset_files}
-        wanted[MANIFEST] = Upload(record_of_bytes(MANIFEST, manifest), manifest)
-        target.prepare(repo_id, "dataset", branch, private)
-        report.dataset_commit, commits = sync(target, repo_id, "dataset", branch, wanted, _dataset_owned,
-                                              f"transformer-zoo: {report.members} members", commit_files)
-        report.commits += commits
-    report.retries = getattr(target, "retries", 0)
+    folders = {repo_id: DATASET_FOLDER, **{repo.repo_id: repo.local_folder for repo in repos}}
+    local = LocalPublish(Path(local_dir), folders.values()) if local_dir is not None else None
+    report.local_dir = local.root if local is not None else None
+    job = {"zoo_dir": zoo_dir, "selected": selected, "repos": repos, "repo_id": repo_id, "branch": branch,
+           "private": private, "commit_files": commit_files, "with_weights": with_weights, "branches": branches,
+           "info": zoo_card_info(zoo_dir), "endpoint": constants.ENDPOINT.rstrip("/"), "report": report}
+    kept = f"; --local-dir {local_dir} is left as it was" if local is not None else ""
+    try:
+        with staging_folder(zoo_dir) as staging, local or nullcontext():
+            target = LocalTarget(local.work, folders, branch, shown=local.root) if local is not None else hub
+            assert target is not None
+            with target.session():
+                _push_all(target, staging, **job)
+            if local is not None:
+                local.finish()
+    except OSError as err:
+        raise ValueError(_file_error(err) + kept) from None
+    except ValueError as err:
+        if not kept:
+            raise
+        raise ValueError(f"{err}{kept}") from None
+    report.retries = getattr(hub, "retries", 0)
     return report
 
 
 def cli_publish(args: Any) -> int:
-    report = publish(args.zoo_dir, args.repo_id, model_repo_id=args.model_repo_id, local_dir=args.local_dir,
-                     with_weights=args.with_weights, allow_incomplete=args.allow_incomplete, private=args.private,
-                     revision=args.revision, branches=args.branches, max_repo_files=args.max_repo_files,
-                     max_folder_entries=args.max_folder_entries, commit_files=args.commit_files,
-                     request_budget=args.request_budget, max_retries=args.max_retries)
+    try:
+        report = publish(args.zoo_dir, args.repo_id, model_repo_id=args.model_repo_id, local_dir=args.local_dir,
+                         with_weights=args.with_weights, allow_incomplete=args.allow_incomplete, private=args.private,
+                         revision=args.revision, branches=args.branches, max_repo_files=args.max_repo_files,
+                         max_folder_entries=args.max_folder_entries, commit_files=args.commit_files,
+                         request_budget=args.request_budget, max_retries=args.max_retries)
+    except OSError as err:  # reading the zoo (before anything is written): one line, no traceback
+        raise ValueError(_file_error(err)) from None
     if report.not_complete:
         print(f"zoo publish: {len(report.not_complete)} member(s) left out or not complete, published what "
               f"verifies: {short_list(report.not_complete)}")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from zoo import layout
+from zoo.cli_types import parse_request_budget
 from zoo.publish.common import GITATTRIBUTES, FileRecord, hf_error, hub_errors, record_of_file
 
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
@@ -138,19 +139,20 @@ class Target:
 
 class LocalTarget(Target):
     """Repos as folders under `root` (`folders` maps a repo id to its folder name); a repo's branch other than its
-    main tree is the folder `<folder>.refs/<branch>`. Files are written to a temporary name and renamed."""
+    main tree is the folder `<folder>.refs/<branch>`. Files are written to a temporary name and renamed. `shown`
+    is the folder messages name (the `--local-dir` a partial folder `root` will replace; default `root`)."""
 
-    def __init__(self, root: Path, folders: dict[str, str], main: str = "main") -> None:
+    def __init__(self, root: Path, folders: dict[str, str], main: str = "main", shown: Path | None = None) -> None:
         if root.exists() and not root.is_dir():
             raise ValueError(f"--local-dir {root}: exists and is not a folder")
-        self.root, self.folders, self.main = root, folders, main
+        self.root, self.folders, self.main, self.shown = root, folders, main, shown or root
 
     def _tree(self, repo_id: str, revision: str) -> Path:
         folder = self.root / self.folders[repo_id]
         return folder if revision == self.main else folder.parent / f"{folder.name}.refs" / revision
 
     def describe(self, repo_id: str, repo_type: str) -> str:
-        return f"{repo_type} folder {self.root / self.folders[repo_id]}"
+        return f"{repo_type} folder {self.shown / self.folders[repo_id]}"
 
     def prepare(self, repo_id: str, repo_type: str, revision: str, private: bool) -> None:
         self._tree(repo_id, revision).mkdir(parents=True, exist_ok=True)
@@ -173,18 +175,12 @@ class LocalTarget(Target):
                message: str) -> str:
         tree = self._tree(repo_id, revision)
         for upload in uploads:
-            target = tree / upload.record.path
-            if isinstance(upload.source, bytes):
-                layout.atomic_write_bytes(target, upload.source)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            os.close(fd)
             try:
-                shutil.copyfile(upload.source, tmp)
-                os.replace(tmp, target)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+                self._write(tree / upload.record.path, upload.source)
+            except OSError as err:
+                shown = self.shown / tree.relative_to(self.root) / upload.record.path
+                reason = err.strerror or str(err) or type(err).__name__
+                raise ValueError(f"cannot write {shown}: {reason}") from None
         for path in deletes:
             (tree / path).unlink(missing_ok=True)
             parent = (tree / path).parent
@@ -192,6 +188,20 @@ class LocalTarget(Target):
                 parent.rmdir()
                 parent = parent.parent
         return revision
+
+    @staticmethod
+    def _write(target: Path, source: Path | bytes) -> None:
+        if isinstance(source, bytes):
+            layout.atomic_write_bytes(target, source)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def head(self, repo_id: str, repo_type: str, revision: str) -> str:
         return revision
@@ -228,11 +238,7 @@ class RequestBudget:
     @classmethod
     def parse(cls, text: str) -> RequestBudget:
         """`N/SECONDS`, e.g. `1000/300` (the Hub's free-account API limit per 5 minutes)."""
-        try:
-            requests, seconds = text.split("/")
-            return cls(int(requests), float(seconds))
-        except ValueError:
-            raise ValueError(f"--request-budget {text!r}: expected N/SECONDS, e.g. 900/300") from None
+        return cls(*parse_request_budget(text))
 
     def spend(self) -> None:
         with self.lock:
@@ -285,12 +291,16 @@ class HubTarget(Target):
     """Repos on the Hub (or any server speaking its API), through `HfApi`."""
 
     def __init__(self, api: Any = None, *, budget: RequestBudget | None = None, max_retries: int = 8,
-                 backoff: float = 1.0, max_backoff: float = 120.0, log: Callable[[str], None] | None = None) -> None:
+                 backoff: float = 1.0, max_backoff: float = 120.0, log: Callable[[str], None] | None = None,
+                 command: str = "zoo publish") -> None:
+        """`log` takes the retry lines (default: stderr, each prefixed with `command`)."""
         from huggingface_hub import HfApi
 
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"--max-retries {max_retries!r}: must be a whole number of at least 0")
         self.api = api or HfApi()
         self.budget, self.max_retries, self.backoff, self.max_backoff = budget, max_retries, backoff, max_backoff
-        self.log = log or (lambda line: print(f"zoo publish: {line}", file=sys.stderr))
+        self.log = log or (lambda line: print(f"{command}: {line}", file=sys.stderr))
         self.retries = 0
         self._errors = hub_errors()
         self._root_files: dict[tuple[str, str], tuple[str, dict[str, Remote]]] = {}
@@ -317,7 +327,7 @@ class HubTarget(Target):
                     self.log(f"{what}: {reason}; retrying in {wait:g} s (Retry-After)")
                 self.retries += 1
                 time.sleep(wait)
-        raise AssertionError("unreachable")
+        raise AssertionError("unreachable: max_retries >= 0, so the last attempt returns or raises")
 
     @contextmanager
     def session(self) -> Iterator[None]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo import layout
-from zoo.publish.common import DATA_DIR, tqdm_bar
+from zoo.publish.common import DATA_DIR, tqdm_bar, with_path
 from zoo.publish.stage import ModelRepo, Selected
 
 WEIGHTS_MAX_PARAMS = 10_000_000  # --with-weights is for small models: one row holds a whole checkpoint
@@ -87,10 +87,6 @@ def _results_by_epoch(member: layout.MemberInfo) -> dict[int, dict[str, Any]]:
     return {int(row["epoch"]): row for row in member.results if "epoch" in row}
 
 
-def _results_by_epoch(member: layout.MemberInfo) -> dict[int, dict[str, Any]]:
-    return {int(row["epoch"]): row for row in member.results if "epoch" in row}
-
-
 def num_parameters(weights: str | Path) -> int:
     """The number of parameters of a safetensors file, from its header alone."""
     header = layout.read_safetensors_header(weights)
@@ -106,8 +102,10 @@ def num_parameters(weights: str | Path) -> int:
 
 def build_tables(selected: list[Selected], repos: list[ModelRepo], heads: dict[str, str]) -> dict[str, Any]:
     """The `members`, `checkpoints` and `metrics` tables (pyarrow), rows in zoo order. `heads` gives each model
-    repo's commit (or branch, for a local folder) that holds the checkpoints at their subfolders."""
+    repo's commit (or branch, for a local folder) that holds the checkpoints at their subfolders; `local_folder` is
+    the model repo's folder in a `--local-dir` publish (`models`, or `models-00`, ... when the zoo is sharded)."""
     placed = {(cp.member.relpath, cp.epoch): cp for repo in repos for cp in repo.checkpoints}
+    local_folder = {repo.repo_id: repo.local_folder for repo in repos}
     members = [item.member for item in selected]
     factor_keys: dict[str, None] = {}
     for member in members:
@@ -117,8 +115,8 @@ def build_tables(selected: list[Selected], repos: list[ModelRepo], heads: dict[s
 
     fixed = ["member", "member_path", "modality", "stage", "kind", "state", "parent_member", "parent_path",
              "parent_checkpoint"]
-    tail = ["epochs", "last_epoch", "num_checkpoints", "model_repo", "last_checkpoint", "num_params", "metric",
-            "metric_value"]
+    tail = ["epochs", "last_epoch", "num_checkpoints", "model_repo", "local_folder", "last_checkpoint", "num_params",
+            "metric", "metric_value"]
     factor_cols = {key: _free_name(key, fixed + tail, "factor_") for key in factor_keys}
     taken = set(fixed + tail + list(factor_cols.values()))
     final_cols = {key: _free_name(key, taken, "final_") for key in result_keys}
@@ -135,7 +133,8 @@ def build_tables(selected: list[Selected], repos: list[ModelRepo], heads: dict[s
             "parent_member": parent.get("member"), "parent_path": parent.get("path"),
             "parent_checkpoint": parent.get("checkpoint"), "epochs": member.planned_epochs,
             "last_epoch": final.get("epoch"), "num_checkpoints": len(item.epochs),
-            "model_repo": last.repo if last else None, "last_checkpoint": last.subfolder if last else None,
+            "model_repo": last.repo if last else None, "local_folder": local_folder[last.repo] if last else None,
+            "last_checkpoint": last.subfolder if last else None,
             "num_params": num_parameters(last.sources[layout.WEIGHTS]) if last else None,
             "metric": member.metric, "metric_value": member.final_metric(),
             "config": json.dumps(member.config, sort_keys=True, default=str),
@@ -146,7 +145,7 @@ def build_tables(selected: list[Selected], repos: list[ModelRepo], heads: dict[s
             column.append(values[name])
 
     ckpt_fixed = ["member", "member_path", "modality", "stage", "epoch", "checkpoint", "is_last", "model_repo",
-                  "subfolder", "revision", "subfolder_revision", "weights_size", "weights_sha256"]
+                  "subfolder", "revision", "subfolder_revision", "local_folder", "weights_size", "weights_sha256"]
     metric_cols = {key: _free_name(key, ckpt_fixed, "metric_") for key in result_keys}
     ckpt_cols: dict[str, list[Any]] = {name: [] for name in ckpt_fixed + list(metric_cols.values())}
     for item in selected:
@@ -160,6 +159,7 @@ def build_tables(selected: list[Selected], repos: list[ModelRepo], heads: dict[s
                 "stage": member.stage, "epoch": epoch, "checkpoint": layout.checkpoint_name(epoch),
                 "is_last": epoch == item.epochs[-1], "model_repo": cp.repo, "subfolder": cp.subfolder,
                 "revision": cp.ref or heads[cp.repo], "subfolder_revision": heads[cp.repo],
+                "local_folder": local_folder[cp.repo],
                 "weights_size": weights.size, "weights_sha256": weights.sha256,
             }
             values.update({column: row.get(key) for key, column in metric_cols.items()})
@@ -292,7 +292,10 @@ def write_parquet(table: Any, path: Path, row_group_size: int | None = None) -> 
     """Parquet with fixed settings: the same table gives the same bytes (so an unchanged table is not re-uploaded)."""
     import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path, compression="zstd", row_group_size=row_group_size, write_statistics=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path, compression="zstd", row_group_size=row_group_size, write_statistics=True)
+    except OSError as err:
+        raise with_path(err, path) from None
 
 
