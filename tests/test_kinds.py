@@ -75,7 +75,7 @@ def test_every_kind_is_complete():
 
 
 @pytest.mark.parametrize("grid,needle", [
-    ({"head": ["linear", "bogus"]}, "head='bogus'"),
+    ({"head": ["linear", "bogus"]}, "mlm-finetune members ignore 'head'"),  # BERT children have no head choice
     ({"init": ["nonsense"]}, "init 'nonsense'"),
     ({"optimizer": ["adamw", "lion"]}, "optimizer 'lion'"),
     ({"mlm_probability": [0.15, 1.5]}, "mlm_probability"),

@@ -76,6 +76,8 @@ def write_spec(path: Path, **changes) -> Path:
     ({"vision__finetuning__grid": {"learning_rat": [1e-3]}}, "'learning_rat'"),
     ({"vision__pretraining__fixed": {"bogus": 1}}, "'bogus'"),
     ({"vision__finetuning__wat": 1}, "'wat'"),
+    ({"vision__finetuning__grid": {"head": ["linear", "bogus"]}}, "head='bogus'"),
+    ({"vision__finetuning__grid": {"init": ["nonsense"]}}, "ignore 'init'"),
 ])
 def test_bad_specs_fail_before_training(tmp_path, capsys, change, needle):
     spec = write_spec(tmp_path / "spec.yaml", **change)
@@ -394,3 +396,76 @@ def test_a_dry_run_refuses_what_the_real_run_refuses(tmp_path, capsys):
                            (tmp_path / "afile", "is a file, not a zoo folder")):
         assert zoo_main(["generate", str(spec), "--zoo-dir", str(target), "--dry-run"]) == 2
         assert needle in capsys.readouterr().err
+
+
+def _plan_stage(base: dict, kind: str = "vit-pretrain"):
+    from zoo.population import StagePlan
+
+    modality, stage = ("vision", "pretraining") if kind.startswith("vit") else ("language", "pretraining")
+    return StagePlan(modality, stage, kind, base, [], where="spec.yaml: x")
+
+
+@pytest.mark.parametrize("point", [
+    {"seed": 3, "learning_rate": "1e-3", "warmup_steps": 0.1},
+    {"seed": None, "hflip": "true", "eval_metrics": ["f1", "accuracy"], "lr_scheduler_type": "cosine"},
+    {"weight_decay": 0.01, "bf16": True, "name_factors": ["seed"], "per_device_train_batch_size": "32"},
+    {"report_to": ["none"], "max_grad_norm": 0, "member_prefix": "x", "init": "xavier_normal"},
+])
+def test_fast_planning_gives_what_parse_config_gives(point):
+    """Planning parses each grid value once and builds the dataclasses itself: every key of the member's arguments,
+    its name and its checks must equal what a recipe's own parse_config makes of the same config."""
+    from zoo import kinds
+    from zoo.arguments import parse_config
+    from zoo.population import DEVICE_KEYS, _planner, member_name
+    from zoo.runs import Arguments, kind_defaults
+
+    base = yaml.safe_load((ROOT / "recipes/configs/vision/pretrain_supervised_tiny.yaml").read_text())
+    kind = kinds.get("vit-pretrain")
+    planner = _planner(_plan_stage(base))
+    for _ in range(2):  # the second time from the planner's caches
+        fast, config = planner.arguments(point, list(point))
+        slow = Arguments(*parse_config({k: v for k, v in config.items() if k not in DEVICE_KEYS},
+                                       defaults=kind_defaults(kind)))
+        fast_flat, slow_flat = fast.flat(), slow.flat()
+        assert fast_flat.keys() == slow_flat.keys()
+        assert {k: v for k, v in fast_flat.items() if v != slow_flat[k]} == {}
+        assert member_name(kind, fast) == member_name(kind, slow)
+
+
+@pytest.mark.parametrize("point", [
+    {"learning_rate": "abc"}, {"lr_scheduler_type": "bogus"}, {"eval_metrics": ["glue"]},
+    {"learning_rate": [0.1, 0.2]}, {"seed": 1.5}, {"hflip": "maybe"}, {"warmup_steps": -1},
+    {"load_best_model_at_end": True, "save_strategy": "steps"},  # TrainingArguments' own cross-key check
+])
+def test_fast_planning_refuses_what_parse_config_refuses(point):
+    from zoo.arguments import ConfigError, parse_config
+    from zoo.population import _planner
+
+    base = yaml.safe_load((ROOT / "recipes/configs/vision/pretrain_supervised_tiny.yaml").read_text())
+    planner = _planner(_plan_stage(base))
+    planner.arguments({"seed": 7}, ["seed"])  # a good member first: the caches are warm
+    with pytest.raises(ConfigError) as slow:
+        parse_config({**base, **point, "output_dir": "unused"}, defaults={"name_factors": ["seed"]})
+    with pytest.raises(ConfigError) as fast:
+        planner.arguments(point, list(point))
+    assert str(fast.value) == str(slow.value)
+
+
+def test_planning_builds_the_argument_parser_once(tmp_path, monkeypatch):
+    from zoo import arguments, population
+
+    built = []
+    original = arguments._Parser.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(arguments._Parser, "__init__", counting)
+    monkeypatch.setattr(population._Planner, "_parser", None)
+    spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__grid={"seed": [1, 2, 3, 4, 5],
+                                                                          "learning_rate": [1e-3, 2e-3, 3e-3]})
+    _, stages = load_spec(spec)
+    plan_members(stages)
+    assert len(stages[0].members) == 15 and len(stages[1].members) == 30
+    assert len(built) == 1

@@ -9,6 +9,8 @@ skipped, incomplete ones resume from their Trainer state, failed ones are record
 from __future__ import annotations
 
 import atexit
+import copy
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -61,6 +63,10 @@ class StagePlan:
     pack: int = 1  # members trained at once in one process (`zoo.packs`); 1: one member per trial
     pack_mode: str = "auto"  # auto: vmap, member after member for a model vmap cannot batch (zoo.packs)
     where: str = ""  # `<spec>: <modality>.<stage>`, for messages
+    planner: Any = field(default=None, repr=False, compare=False)  # its _Planner, made when first needed
+
+    def __getstate__(self) -> dict[str, Any]:  # a trial gets the plan without the planner's caches
+        return {**self.__dict__, "planner": None}
 
     def sample(self, trial) -> dict[str, Any]:
         """An Optuna trial's values for this stage's ranges."""
@@ -283,30 +289,163 @@ def _stage_ranges(where: str, section: dict[str, Any]) -> tuple[dict[str, dict[s
     return ranges, int(optuna.get("n_trials", 0))
 
 
-def _arguments(kind: str, base: dict[str, Any], params: dict[str, Any], grid_keys: list[str]):
-    from zoo.runs import Arguments, kind_defaults
+def kind_defaults(kind: kinds.MemberKind) -> dict[str, Any]:
+    """Config defaults of a kind (under the config file): its name factors and any others it declares."""
+    return {**kind.defaults, "name_factors": kind.default_name_factors()}
 
-    defaults = kind_defaults(kinds.get(kind))
-    config = {**base, **params}
-    name_factors = list(config.get("name_factors") or defaults["name_factors"])
-    for key in grid_keys:  # every factor of the grid names the member (groups differ by member_prefix)
-        if key not in name_factors and key not in ("member_prefix", "name_factors"):
-            name_factors.append(key)
-    config["name_factors"] = name_factors
-    config.setdefault("output_dir", "unused")
-    # precision and compilation do not name a member, and their checks need the device: leave them out here
-    parsed = {k: v for k, v in config.items() if k not in DEVICE_KEYS}
-    return Arguments(*parse_config(parsed, defaults=defaults)), config
+
+def member_name(kind: kinds.MemberKind, args) -> str:
+    """The member's folder name, from its prefix and the values of its `name_factors` (`zoo.runs.member_name`)."""
+    flat = args.flat()
+    prefix = args.zoo.member_prefix or kind.default_prefix(args)
+    return layout.member_name(prefix, {kinds.ALIASES.get(k, k): flat[k] for k in args.zoo.name_factors})
+
+
+class _PlanArguments:
+    """A member's arguments as planning reads them (`zoo.runs.Arguments` without its heavy imports): the four
+    dataclasses, and `flat()` with the TrainingArguments part computed once per distinct TrainingArguments."""
+
+    def __init__(self, model, data, zoo, training, training_flat: dict[str, Any]):
+        self.model, self.data, self.zoo, self.training = model, data, zoo, training
+        self._training_flat = training_flat
+
+    def flat(self) -> dict[str, Any]:
+        """What `zoo.arguments.as_dict` gives (equal values; the small dataclasses read without deep copies)."""
+        flat: dict[str, Any] = {}
+        for part in (self.model, self.data, self.zoo):
+            names = _FLAT_NAMES.get(type(part))
+            if names is None:
+                names = _FLAT_NAMES[type(part)] = [f.name for f in dataclasses.fields(part)
+                                                   if not f.name.startswith("_") and "token" not in f.name]
+            for name in names:
+                value = getattr(part, name)
+                flat[name] = value.value if hasattr(value, "value") else value
+        return {**flat, **self._training_flat}
+
+
+_FLAT_NAMES: dict[type, list[str]] = {}
+
+
+def _frozen(value: Any) -> tuple[str, str]:
+    """A hashable key for a config value (1, 1.0 and True stay apart)."""
+    if value is None or isinstance(value, (str, int, float)):
+        return type(value).__name__, repr(value)
+    return type(value).__name__, json.dumps(value, sort_keys=True, default=repr)
+
+
+class _Planner:
+    """Checked arguments for the members of one stage, fast enough for 10,000-member grids.
+
+    A member's arguments are what `zoo.arguments.parse_config` makes of the stage's base config plus the member's
+    values: HfArgumentParser turns tokens into typed values (a namespace), then builds the four dataclasses from them
+    (TrainingArguments checks its values in __post_init__). Doing that per member cost ~25 ms (building the parser
+    of ~200 options, then parsing): minutes for 10,000 members. Here the parser is built once per process, the base
+    config is parsed once per stage and every distinct grid value once (an option's typed value depends on its own
+    tokens only); per member the namespace is the base's with the member's typed values swapped in, and the
+    dataclasses are built from it as HfArgumentParser builds them (a TrainingArguments once per distinct set of its
+    values). So every member still passes every check a recipe runs, in ~0.1 ms.
+    """
+
+    _parser = None
+
+    def __init__(self, kind: str, base: dict[str, Any]):
+        from zoo.arguments import ALL_ARGUMENTS
+
+        self.kind = kinds.get(kind)
+        self.defaults = kind_defaults(self.kind)
+        self.base = {"output_dir": "unused", **base}
+        self.fields = [(cls, [f.name for f in dataclasses.fields(cls) if f.init]) for cls in ALL_ARGUMENTS]
+        self.training_fields = set(self.fields[-1][1])
+        self._base: dict[str, Any] | None = None
+        self._typed: dict[tuple, Any] = {}
+        self._trainings: dict[tuple, tuple[Any, dict[str, Any]]] = {}
+        self._metrics: set[tuple] = set()
+
+    def _parse(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The namespace HfArgumentParser makes of `config` (on the kind's defaults), before any dataclass."""
+        from zoo.arguments import ALL_ARGUMENTS, TRAINING_DEFAULTS, _Parser, did_you_mean, field_names, to_tokens
+
+        # precision and compilation do not name a member, and their checks need the device: leave them out here
+        config = {k: v for k, v in config.items() if k not in DEVICE_KEYS}
+        check_keys(config, "config")
+        if _Planner._parser is None:
+            _Planner._parser = _Parser(ALL_ARGUMENTS)
+        try:
+            namespace, rest = _Planner._parser.parse_known_args(to_tokens({**TRAINING_DEFAULTS, **self.defaults,
+                                                                            **config}))
+        except ValueError as err:
+            raise ConfigError(str(err).splitlines()[0]) from None
+        if rest:
+            hint = did_you_mean(rest[0], field_names()).replace("'", "'--", 1) if rest[0].startswith("--") else ""
+            raise ConfigError(f"unknown argument {rest[0]!r}{hint}")
+        return vars(namespace)
+
+    def _value(self, key: str, value: Any) -> Any:
+        """The typed value of one config value (parsed once per stage)."""
+        cache = (key, _frozen(value))
+        if cache not in self._typed:
+            self._typed[cache] = self._parse({**self.base, key: value})[key]
+        return self._typed[cache]
+
+    def _training(self, namespace: dict[str, Any], overrides: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """The member's TrainingArguments (checked by its __post_init__) and their flat dict, shared by the members
+        with the same training values."""
+        from zoo.arguments import as_dict
+
+        key = tuple(sorted((k, _frozen(v)) for k, v in overrides.items() if k in self.training_fields))
+        if key not in self._trainings:
+            cls, names = self.fields[-1]
+            try:
+                training = cls(**{name: copy.copy(namespace[name]) for name in names})
+            except ValueError as err:
+                raise ConfigError(str(err).splitlines()[0]) from None
+            if len(self._trainings) >= 4096:
+                self._trainings.clear()
+            self._trainings[key] = (training, as_dict(training))
+        return self._trainings[key]
+
+    def arguments(self, params: dict[str, Any], grid_keys: list[str]) -> tuple[_PlanArguments, dict[str, Any]]:
+        """A member's checked arguments and its config (the base config, its values and its name factors)."""
+        from zoo.metrics import UnknownMetricError, check_names
+
+        config = {**self.base, **params}
+        name_factors = list(config.get("name_factors") or self.defaults["name_factors"])
+        for key in grid_keys:  # every factor of the grid names the member (groups differ by member_prefix)
+            if key not in name_factors and key not in ("member_prefix", "name_factors"):
+                name_factors.append(key)
+        config["name_factors"] = name_factors
+        if self._base is None:
+            self._base = self._parse(self.base)
+        overrides = {key: self._value(key, value) for key, value in params.items()
+                     if key not in DEVICE_KEYS and key != "name_factors"}
+        overrides["name_factors"] = [str(factor) for factor in name_factors]
+        namespace = {**self._base, **overrides}
+        model, data, zoo = (cls(**{name: copy.copy(namespace[name]) for name in names})
+                            for cls, names in self.fields[:-1])
+        training, training_flat = self._training(namespace, overrides)
+        metrics = tuple(zoo.eval_metrics)
+        if metrics not in self._metrics:
+            try:
+                check_names(zoo.eval_metrics)
+            except UnknownMetricError as err:
+                raise ConfigError(str(err)) from None
+            self._metrics.add(metrics)
+        return _PlanArguments(model, data, zoo, training, training_flat), config
+
+
+def _planner(plan: StagePlan) -> _Planner:
+    """The stage's planner, made once (for its kind and base config)."""
+    if plan.planner is None:
+        plan.planner = _Planner(plan.kind, plan.base)
+    return plan.planner
 
 
 def plan_member(plan: StagePlan, point: dict[str, Any], grid_keys: list[str], parent: str | None) -> PlannedMember:
     """One planned member, checked by the same config checks a recipe runs (a bad grid value fails here)."""
-    from zoo.runs import member_name
-
     kind = kinds.get(plan.kind)
     where = f"{plan.modality}.{plan.stage} ({plan.kind})"
     try:
-        args, config = _arguments(plan.kind, plan.base, point, grid_keys)
+        args, config = _planner(plan).arguments(point, grid_keys)
         kinds.check_common(kind, args)
     except ConfigError as err:
         values = ", ".join(f"{k}={v!r}" for k, v in point.items())
@@ -323,28 +462,15 @@ def plan_members(stages: list[StagePlan]) -> list[StagePlan]:
     """Fill every stage's `members`; finetuning stages get one member per (planned parent, grid point), the
     parents being the planned pretraining members of the stage's parent kind."""
 
+    from tqdm.auto import tqdm
+
     pretrained: dict[tuple[str, str], list[PlannedMember]] = {}
-    for plan in stages:
-        plan.members = []
-        parent_kind = kinds.get(plan.kind).parent_kind
-        parent_members = pretrained.get((plan.modality, parent_kind), [])
-        parents = [None] if plan.stage == "pretraining" else [m.name for m in parent_members]
-        if plan.stage == "finetuning":
-            _check_from_checkpoint(plan, parent_members)
-        names: set[str] = set()
-        if plan.optuna_trials:  # sampled members are known only once sampled
-            continue
-        for point, grid_keys in plan.points:
-            first = plan_member(plan, point, grid_keys, None)
-            if first.name in names:
-                raise ConfigError(f"{plan.modality}.{plan.stage}: two grid points give the member name "
-                                  f"{first.name!r}; add the differing key to name_factors")
-            names.add(first.name)
-            for parent in parents:
-                plan.members.append(PlannedMember(first.modality, first.stage, first.kind, first.name, first.params,
-                                                  parent, first.epochs, first.checkpoints))
-        if plan.stage == "pretraining":
-            pretrained.setdefault((plan.modality, plan.kind), []).extend(plan.members)
+    total = sum(len(plan.points) for plan in stages if not plan.optuna_trials)
+    # a bar only where planning takes a while (a grid of thousands), and only on a terminal
+    with tqdm(total=total, desc="zoo: planning", unit="member", delay=2.0, file=sys.stderr, disable=None,
+              leave=False) as bar:
+        for plan in stages:
+            _plan_stage(plan, pretrained, bar)
     taken: dict[str, str] = {}
     for plan in stages:
         for member in plan.members:
@@ -352,6 +478,29 @@ def plan_members(stages: list[StagePlan]) -> list[StagePlan]:
                 raise ConfigError(f"{member.relpath()} is planned by two stages ({taken[member.relpath()]} and "
                                   f"{plan.kind}); give them different member_prefix values")
     return stages
+
+
+def _plan_stage(plan: StagePlan, pretrained: dict[tuple[str, str], list[PlannedMember]], bar) -> None:
+    """Fill one stage's `members` (see `plan_members`); `pretrained` collects the pretraining stages' members."""
+    plan.members = []
+    parent_members = pretrained.get((plan.modality, kinds.get(plan.kind).parent_kind), [])
+    parents = [None] if plan.stage == "pretraining" else [m.name for m in parent_members]
+    if plan.stage == "finetuning":
+        _check_from_checkpoint(plan, parent_members)
+    if plan.optuna_trials:  # sampled members are known only once sampled
+        return
+    names: set[str] = set()
+    for point, grid_keys in plan.points:
+        first = plan_member(plan, point, grid_keys, None)
+        if first.name in names:
+            raise ConfigError(f"{plan.modality}.{plan.stage}: two grid points give the member name "
+                              f"{first.name!r}; add the differing key to name_factors")
+        names.add(first.name)
+        plan.members += [PlannedMember(first.modality, first.stage, first.kind, first.name, first.params, parent,
+                                       first.epochs, first.checkpoints) for parent in parents]
+        bar.update()
+    if plan.stage == "pretraining":
+        pretrained.setdefault((plan.modality, plan.kind), []).extend(plan.members)
 
 
 def check_zoo_dir(zoo_dir: Path, spec: dict[str, Any]) -> None:
@@ -690,7 +839,7 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
              optuna_trials: int | None = None, pack: int | None = None) -> list[layout.MemberInfo]:
     """Train every planned member that is not complete yet; return the zoo's members. `pack` overrides the
     stages' `pack:` (members trained at once in one trial)."""
-    from zoo.runs import Arguments, MemberRun, kind_defaults
+    from zoo.runs import Arguments, MemberRun
 
     spec, stages = load_spec(spec_path)
     gpus = gpus_per_trial if gpus_per_trial is not None else (spec.get("resources") or {}).get("gpu", 0)
@@ -792,10 +941,10 @@ def _complete(zoo_dir: Path, member: PlannedMember) -> bool:
 
 
 def _print_packs(stages: list[StagePlan], modalities, stages_wanted) -> None:
-    from zoo.packs import group_packs
-
     for plan in stages:
         if plan.pack > 1 and plan.modality in modalities and plan.stage in stages_wanted and plan.members:
+            from zoo.packs import group_packs
+
             by_parent: dict[str | None, list[PlannedMember]] = {}
             for member in plan.members:
                 by_parent.setdefault(member.parent, []).append(member)

@@ -269,10 +269,11 @@ def train_prepared(trainer, member_dir: Path):
 
 
 def member_name(kind: kinds.MemberKind, args: Arguments) -> str:
-    """The member's folder name, from its prefix and the values of its `name_factors`."""
-    flat = args.flat()
-    prefix = args.zoo.member_prefix or kind.default_prefix(args)
-    return layout.member_name(prefix, {kinds.ALIASES.get(k, k): flat[k] for k in args.zoo.name_factors})
+    """The member's folder name, from its prefix and the values of its `name_factors` (defined with the planning
+    of zoos, which must not import this module's training stack)."""
+    from zoo.population import member_name as name
+
+    return name(kind, args)
 
 
 def last_trainer_checkpoint(folder: str | Path) -> str | None:
@@ -362,4 +363,6 @@ def prepare_data_main(argv: list[str]) -> int:
 
 def kind_defaults(kind: kinds.MemberKind) -> dict[str, Any]:
     """Config defaults of a kind (under the config file): its name factors and any others it declares."""
-    return {**kind.defaults, "name_factors": kind.default_name_factors()}
+    from zoo.population import kind_defaults as defaults
+
+    return defaults(kind)
