@@ -302,3 +302,72 @@ def test_a_rerun_on_a_complete_zoo_prepares_no_data_and_starts_no_ray(tmp_path, 
     monkeypatch.setattr(population, "_init_ray", refuse)
     members = population.generate(spec, zoo_dir)
     assert len(members) == 3 and all(m.is_complete() for m in members)
+
+
+# ---------------------------------------------------------------- messages that say where and what to do
+
+
+def test_a_tab_in_a_spec_is_reported_at_its_line_and_column(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: t\nvision:\n  pretraining:\n\tgrid: {seed: [1]}\n")
+    assert zoo_main(["generate", str(spec), "--zoo-dir", str(tmp_path / "zoo"), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"zoo generate: error: {spec}:4:1: not valid YAML: found character '\\t' that cannot start any "
+                   "token (YAML indents with spaces, not tabs)"]
+    spec.write_text("name: t\nvision: {pretraining: {grid: {seed: [1]}\n")  # an unclosed mapping: where it ends
+    assert zoo_main(["generate", str(spec), "--zoo-dir", str(tmp_path / "zoo")]) == 2
+    assert f"{spec}:3:1: not valid YAML: expected ',' or '}}'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-2", "1.5"])
+def test_a_bad_zoo_pack_names_the_variable(tmp_path, capsys, monkeypatch, value):
+    monkeypatch.setenv("ZOO_PACK", value)
+    for extra in (["--dry-run"], []):  # the dry run applies ZOO_PACK as the real run does
+        assert zoo_main(["generate", str(_spec(tmp_path)), "--zoo-dir", str(tmp_path / "zoo"), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"zoo generate: error: ZOO_PACK={value!r}: must be a whole number of members >= 1 (it packs "
+                       "every stage like --pack), or unset"]
+    assert not (tmp_path / "zoo").exists()
+    monkeypatch.setenv("ZOO_PACK", "2")
+    assert zoo_main(["generate", str(ROOT / "recipes/configs/zoos/quickstart.yaml"), "--zoo-dir",
+                     str(tmp_path / "zoo"), "--dry-run"]) == 0
+    assert "vision/finetuning: 4 trials, packs of [2, 2, 2, 2]" in capsys.readouterr().out
+
+
+def test_a_damaged_result_line_names_the_file_the_line_and_the_repair(tmp_path, capsys, monkeypatch):
+    from zoo_factory import write_member
+
+    from zoo import population, runs
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": "t", "vision": {
+        "pretraining": {"config": str(ROOT / "recipes/configs/vision/pretrain_supervised_tiny.yaml"),
+                        "fixed": {"num_train_epochs": 2, "checkpoint_every": 1}, "grid": {"seed": [1]}},
+        "finetuning": {"config": str(ROOT / "recipes/configs/vision/finetune_tiny.yaml"),
+                       "fixed": {"num_train_epochs": 2, "checkpoint_every": 1}, "grid": {"optimizer": ["adamw"]}}}}))
+    loaded, stages = population.load_spec(spec)
+    population.plan_members(stages)
+    zoo_dir = tmp_path / "zoo"
+    layout.write_zoo_file(zoo_dir, loaded, population.spec_hash(loaded))
+    # the parent still has an epoch to train: the damage is found before it trains
+    parent = write_member(zoo_dir, stages[0].members[0].name, "vit-supervised", {"seed": 1}, epochs_done=1)
+    child = write_member(zoo_dir, stages[1].members[0].name, "vit-finetune", {"optimizer": "adamw"}, parent=parent)
+    results = child.path / layout.RESULTS
+    lines = results.read_text().splitlines()
+    results.write_text("\n".join([lines[0], lines[1][:-15], *lines[2:]]) + "\n")  # line 2 cut short
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("nothing trains before the damaged member is reported")
+
+    monkeypatch.setattr(runs, "MemberRun", refuse)
+    monkeypatch.setattr(population, "_init_ray", refuse)
+    capsys.readouterr()
+    assert zoo_main(["generate", str(spec), "--zoo-dir", str(zoo_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"zoo generate: error: {results.resolve()}:2: not valid JSON (")
+    assert err[0].endswith("; to repair it, delete that line (the member then reads as incomplete, and the next run "
+                           f"trains it again from its last saved state) or the member folder {child.path.resolve()}")
+    # as told: without the line the member is incomplete (status says so), and nothing else is in the way
+    results.write_text("\n".join([lines[0], *lines[2:]]) + "\n")
+    assert layout.load_member(child.path).state == "incomplete"

@@ -331,7 +331,9 @@ def _read_results(member_dir: str | Path, lenient: bool) -> tuple[list[dict[str,
             rows.append(row)
         except json.JSONDecodeError as err:
             if not lenient:
-                raise LayoutError(f"{path}:{number}: not valid JSON ({err})") from None
+                raise LayoutError(f"{path}:{number}: not valid JSON ({err}); to repair it, delete that line (the "
+                                  "member then reads as incomplete, and the next run trains it again from its last "
+                                  f"saved state) or the member folder {path.parent}") from None
             problem = problem or f"{RESULTS} line {number} is not valid JSON (truncated?)"
     return rows, problem
 

@@ -223,6 +223,17 @@ def _check_keys_read(where: str, kind: kinds.MemberKind, section: dict[str, Any]
                               f"value would make the same member under another name; remove it from the stage")
 
 
+def env_pack() -> int | None:
+    """`ZOO_PACK=K` packs every stage like `--pack K` (runs a test suite with packs on); None when unset."""
+    value = os.environ.get("ZOO_PACK", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"ZOO_PACK={value!r}: must be a whole number of members >= 1 (it packs every stage like "
+                          "--pack), or unset")
+    return int(value)
+
+
 def check_pack(where: str, pack: Any) -> None:
     if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
         raise ConfigError(f"{where} must be a whole number of members >= 1, got {pack!r}")
@@ -847,8 +858,7 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
         where = f"--gpus-per-trial {gpus:g}" if gpus_per_trial is not None else f"resources.gpu {gpus:g}"
         raise ConfigError(f"{where}: a zoo trial trains its member in one process on at most one GPU; give 1 or a "
                           "fraction, or train members that need several GPUs one per `accelerate launch` (README)")
-    if pack is None and os.environ.get("ZOO_PACK"):  # every stage packed (runs a test suite with packs on)
-        pack = int(os.environ["ZOO_PACK"])
+    pack = pack if pack is not None else env_pack()
     for plan in stages:
         if pack is not None:
             check_pack("--pack", pack)
@@ -865,9 +875,11 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
     layout.write_zoo_file(zoo_dir, spec, spec_hash(spec), spec_path=str(Path(spec_path).resolve()), planned=planned)
     resources = dict(spec.get("resources") or {})
     resources = {"cpu": cpus_per_trial or resources.get("cpu", 1), "gpu": gpus_per_trial or resources.get("gpu", 0)}
+    stages = [plan for plan in stages if plan.modality in modalities and plan.stage in stages_wanted]
+    for plan in stages:  # a damaged result.json stops the run before anything trains, not after a stage
+        for member in plan.members:
+            layout.read_results(zoo_dir / member.relpath())
     for plan in stages:
-        if plan.modality not in modalities or plan.stage not in stages_wanted:
-            continue
         for parent, members in _stage_work(zoo_dir, plan).items():
             if not members and not plan.optuna_trials:
                 continue  # nothing left to train: no data to prepare, no Ray to start (a rerun is quick)
@@ -962,10 +974,11 @@ def cli_generate(args) -> int:
             raise ValueError(f"--optuna must be >= 1, got {args.optuna}")
         if not any(plan.ranges for plan in stages):
             raise ValueError(f"--optuna {args.optuna}: the spec {args.spec} has no stage with `ranges` to sample")
-    if args.pack is not None:
-        check_pack("--pack", args.pack)
+    pack = args.pack if args.pack is not None else env_pack()  # what the real run packs
+    if pack is not None:
+        check_pack("--pack", pack)
         for plan in stages:
-            plan.pack = args.pack
+            plan.pack = pack
     if args.dry_run:
         if Path(args.zoo_dir).exists() and not Path(args.zoo_dir).is_dir():  # what the real run's lock refuses
             raise layout.LayoutError(f"{args.zoo_dir}: is a file, not a zoo folder")
