@@ -1,5 +1,6 @@
 """Hardening: file modes, one writer per zoo, leftovers, status reasons, data columns, offline data, metrics, hints."""
 
+import errno
 import io
 import json
 import os
@@ -371,3 +372,39 @@ def test_a_damaged_result_line_names_the_file_the_line_and_the_repair(tmp_path, 
     # as told: without the line the member is incomplete (status says so), and nothing else is in the way
     results.write_text("\n".join([lines[0], *lines[2:]]) + "\n")
     assert layout.load_member(child.path).state == "incomplete"
+
+
+@pytest.mark.parametrize("error", [errno.EROFS, errno.EACCES, errno.EPERM])  # read-only mount, no write access,
+def test_a_zoo_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch, error):  # immutable (chattr +i)
+    from zoo import population
+
+    spec = _spec(tmp_path)
+    zoo_dir = tmp_path / "zoo"
+    loaded, _ = population.load_spec(spec)
+    layout.write_zoo_file(zoo_dir, loaded, population.spec_hash(loaded))
+    zoo_dir.chmod(0o555)  # read-only (root writes anyway: the refusal is also made at the real call below)
+    real_open = os.open
+
+    def refusing_open(path, flags, *args, **kwargs):
+        if Path(path).name == layout.LOCK_FILE:
+            raise (PermissionError if error != errno.EROFS else OSError)(error, os.strerror(error), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(layout.os, "open", refusing_open)
+    try:
+        assert zoo_main(["generate", str(spec), "--zoo-dir", str(zoo_dir)]) == 2
+    finally:
+        zoo_dir.chmod(0o755)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"zoo generate: error: {zoo_dir / layout.LOCK_FILE}: cannot open the zoo's lock file "
+                   f"({os.strerror(error)}); zoo generate writes the zoo and needs write access to {zoo_dir}"]
+
+
+def test_a_zoo_folder_that_cannot_be_made_is_one_line(tmp_path, capsys, monkeypatch):
+    def refusing_mkdir(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+
+    monkeypatch.setattr(layout.Path, "mkdir", refusing_mkdir)
+    assert zoo_main(["generate", str(_spec(tmp_path)), "--zoo-dir", str(tmp_path / "ro" / "zoo")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"zoo generate: error: {tmp_path / 'ro' / 'zoo'}: cannot create the zoo folder (Permission denied)"]

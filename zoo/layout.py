@@ -608,9 +608,12 @@ class ZooLock:
         if self.zoo.exists() and not self.zoo.is_dir():
             raise LayoutError(f"{self.zoo}: is a file, not a zoo folder")
         self._created = not self.zoo.exists()
-        self.zoo.mkdir(parents=True, exist_ok=True)
+        try:
+            self.zoo.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise LayoutError(f"{self.zoo}: cannot create the zoo folder ({err.strerror or err})") from None
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            fd = self._open(self.path)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -629,6 +632,14 @@ class ZooLock:
         os.write(fd, f"{self.command} (pid {os.getpid()} on {socket.gethostname()})\n".encode())
         self._fd = fd
         return self
+
+    def _open(self, path: Path) -> int:
+        """Open (or create) a lock file; a read-only or immutable zoo is one line naming the file."""
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as err:
+            raise LayoutError(f"{path}: cannot open the zoo's lock file ({err.strerror or err}); {self.command} "
+                              f"writes the zoo and needs write access to {self.zoo}") from None
 
     def release(self) -> None:
         if self._fd is None:
