@@ -408,3 +408,32 @@ def test_a_zoo_folder_that_cannot_be_made_is_one_line(tmp_path, capsys, monkeypa
     assert zoo_main(["generate", str(_spec(tmp_path)), "--zoo-dir", str(tmp_path / "ro" / "zoo")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"zoo generate: error: {tmp_path / 'ro' / 'zoo'}: cannot create the zoo folder (Permission denied)"]
+
+
+def test_progress_ignores_an_earlier_runs_failures_and_reports_this_runs(tmp_path):
+    """A rerun after a failed run: the old error.json files are not reported (they stay until each member's retry
+    starts); a member that now succeeds is reported done, one that fails again reports its new failure once."""
+    from zoo_factory import write_member
+
+    from zoo.population import PlannedMember, Progress
+
+    zoo = tmp_path / "zoo"
+    retried, failing = (write_member(zoo, name, "vit-supervised", {"seed": 1}, epochs_done=1) for name in "ab")
+    for member in (retried, failing):
+        layout.record_failure(member.path, "RuntimeError: the earlier run's")
+    plans = [PlannedMember("vision", "pretraining", "vit-pretrain", name, {}, None, 2) for name in "ab"]
+    stream = io.StringIO()
+    progress = Progress(zoo, plans, stream=stream, log_every=3600)
+    progress._refresh(final=True)
+    assert stream.getvalue().splitlines() == ["zoo: 4/6 epochs, done 0 running 2 failed 0 left 0"]
+    for member in (retried, failing):  # the retries start: prepare_member clears the old failure
+        layout.clear_failure(member.path)
+    progress._refresh()
+    write_member(zoo, "a", "vit-supervised", {"seed": 1})  # the retry of a completes
+    layout.record_failure(failing.path, "RuntimeError: this run's")
+    for _ in range(3):
+        progress._refresh()
+    progress._refresh(final=True)
+    assert stream.getvalue().splitlines()[1:] == [
+        "zoo: done: vision/pretraining/a", "zoo: failed (RuntimeError: this run's): vision/pretraining/b",
+        "zoo: 5/6 epochs, done 1 running 0 failed 1 left 0"]

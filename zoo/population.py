@@ -701,7 +701,10 @@ class Progress:
         self.stream = stream or sys.stderr
         self.total = sum(m.epochs + 1 for m in members)
         self.log_every, self._last_log = log_every, time.monotonic()
-        self._reported: set[str] = set()
+        self._shown: dict[str, Any] = {}  # per member, what its last line said: "done", or the failure it reported
+        # error.json files of an earlier run are not this run's failures: ignored until the member's retry clears
+        # or rewrites them (a new file)
+        self._stale = {m.relpath(): _failure_id(zoo_dir / m.relpath()) for m in members}
         self.bar = None
         if self.stream.isatty():
             from tqdm.auto import tqdm
@@ -719,13 +722,14 @@ class Progress:
                 continue
             info = layout.load_member(path)
             epochs += min(info.epochs_done, plan.epochs + 1)
+            failure = _failure_id(path) if info.error else None
             # a cheap look (no weight headers read every refresh); `zoo status` does the full check
             if info.epochs_done > plan.epochs and set(info.planned_checkpoints) <= set(info.checkpoints):
                 done += 1
-                self._report(plan, "done")
-            elif info.error:
+                self._report(plan, "done", "done")
+            elif failure is not None and failure != self._stale.get(plan.relpath()):
                 failed += 1
-                self._report(plan, f"failed ({info.error[:100]})")
+                self._report(plan, failure, f"failed ({info.error[:100]})")
             elif info.results:
                 running += 1
                 current = f"{info.name} epoch {info.epochs_done - 1}/{plan.epochs}"
@@ -739,9 +743,10 @@ class Progress:
             self._last_log = time.monotonic()
             print(f"zoo: {epochs}/{self.total} epochs, {summary}", file=self.stream, flush=True)
 
-    def _report(self, plan: PlannedMember, what: str) -> None:
-        if self.bar is None and plan.relpath() not in self._reported:
-            self._reported.add(plan.relpath())
+    def _report(self, plan: PlannedMember, state: Any, what: str) -> None:
+        """A line when a member's state changes to done, or to a failure (each new failure once)."""
+        if self.bar is None and self._shown.get(plan.relpath()) != state:
+            self._shown[plan.relpath()] = state
             print(f"zoo: {what}: {plan.relpath()}", file=self.stream, flush=True)
 
     def _loop(self) -> None:
@@ -763,6 +768,15 @@ class Progress:
         finally:
             if self.bar is not None:
                 self.bar.close()
+
+
+def _failure_id(member_dir: Path) -> tuple[int, int] | None:
+    """Which error.json a member holds (inode and time: each failure is a new file), None without one."""
+    try:
+        stat = (member_dir / layout.FAILURE).stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 def _init_ray(address: str | None) -> None:
