@@ -469,3 +469,78 @@ def test_planning_builds_the_argument_parser_once(tmp_path, monkeypatch):
     plan_members(stages)
     assert len(stages[0].members) == 15 and len(stages[1].members) == 30
     assert len(built) == 1
+
+
+def test_ctrl_c_says_how_to_resume_and_the_rerun_says_where_it_resumes(tmp_path, own_ray):
+    """SIGINT (Ctrl-C) of `zoo generate` while a member trains: exit 130 and one line saying to rerun, not Ray's
+    `tune.run(..., resume=True)`; the rerun says it resumes, from which epoch, and how long the stage took."""
+    spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__fixed={
+        "num_train_epochs": 6, "checkpoint_every": 1, "max_train_samples": 512, "max_eval_samples": 64,
+        "per_device_train_batch_size": 64})
+    data = yaml.safe_load(spec.read_text())
+    del data["vision"]["finetuning"]
+    spec.write_text(yaml.safe_dump(data))
+    zoo_dir = tmp_path / "zoo"
+    command = [sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir)]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=own_ray.env, start_new_session=True)  # its own group: Ctrl-C reaches all of it
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None:
+        if any(len(layout.read_results(p)) >= 3 for p in (zoo_dir / "vision" / "pretraining").glob("*")):
+            break  # epochs 0 to 2 written, 4 more to go
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    assert "resume=True" not in err and "Resume experiment" not in err
+    assert err.strip().splitlines()[-1] == ("zoo generate: interrupted: rerun the same command to resume (complete "
+                                            "members are kept, the others go on from their last saved epoch)")
+    (member,) = layout.scan_members(zoo_dir)
+    assert member.state == "incomplete"
+    own_ray.stop()  # what is left of the interrupted run's Ray
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=own_ray.env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"zoo: resuming the zoo in {zoo_dir}: complete members are kept, the others go on from " \
+        "their last saved state"
+    resumed = [line for line in lines if " resumes from epoch " in line]
+    assert len(resumed) == 1 and resumed[0].startswith(f"zoo: {member.relpath} resumes from epoch ")
+    assert 2 <= int(resumed[0].rsplit(" ", 1)[-1]) < 6
+    assert any(line.startswith("zoo: vision/pretraining: 1 member done in ") and line.endswith(" s") for line in lines)
+    assert layout.scan_members(zoo_dir)[0].state == "complete"
+
+
+def test_an_interrupt_is_one_line_and_frees_the_zoo(tmp_path, capsys, monkeypatch):
+    from zoo import population
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(population, "generate", interrupted)
+    zoo_dir = tmp_path / "zoo"
+    assert zoo_main(["generate", str(write_spec(tmp_path / "spec.yaml")), "--zoo-dir", str(zoo_dir)]) == 130
+    assert capsys.readouterr().err.splitlines() == [population.INTERRUPTED]
+    assert "rerun the same command to resume" in population.INTERRUPTED
+    with layout.ZooLock(zoo_dir):  # released
+        pass
+
+
+def test_resume_epoch_reads_the_state_a_trial_resumes_from(tmp_path):
+    from zoo.population import PlannedMember, duration, resume_epoch
+
+    zoo_dir = tmp_path / "zoo"
+    one = PlannedMember("vision", "pretraining", "vit-pretrain", "a", {}, None, 6)
+    assert resume_epoch(zoo_dir, [one], "a") is None  # nothing saved: it starts afresh
+    state = layout.trainer_state_dir(zoo_dir, zoo_dir / one.relpath())
+    for step, epoch in ((16, 2.0), (24, 3.0)):
+        (state / f"checkpoint-{step}").mkdir(parents=True)
+        (state / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"epoch": epoch}))
+    (state / "checkpoint-32").mkdir()  # a save cut short (no trainer_state.json): not resumed from
+    assert resume_epoch(zoo_dir, [one], "a") == 3
+    pack = [PlannedMember("vision", "finetuning", "vit-finetune", n, {}, "p", 4) for n in ("b", "c")]
+    pack_state = layout.trainer_state_dir(zoo_dir, zoo_dir / "vision" / "finetuning" / "p") / "pack-x" / "epoch-0002"
+    pack_state.mkdir(parents=True)
+    (pack_state / "pack.json").write_text(json.dumps({"epoch": 2, "members": ["b", "c"]}))
+    assert resume_epoch(zoo_dir, pack, "pack-x") == 2
+    assert resume_epoch(zoo_dir, pack[:1] + [pack[0]], "pack-x") is None  # another pack's state: starts afresh
+    assert [duration(s) for s in (4.4, 59.6, 72, 3600 + 5 * 60 + 9)] == ["4 s", "1 min 0 s", "1 min 12 s", "1 h 5 min"]

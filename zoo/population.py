@@ -650,6 +650,10 @@ def _run_stage(run, members: list[PlannedMember], zoo_dir: Path, resources: dict
     plans: dict[str, list[PlannedMember]] = {}
     for group in group_packs(members, lambda m: m.params, size):
         plans[group[0].name if len(group) == 1 else pack_id([m.relpath() for m in group])] = group
+    for key, group in plans.items():
+        epoch = resume_epoch(zoo_dir, group, key)
+        for member in group if epoch else []:
+            say(f"{member.relpath()} resumes from epoch {epoch}")
     trainer = _population_trainer(run, plans, zoo_dir, plan)
     storage = _scratch_dir(zoo_dir)
     storage.mkdir(parents=True, exist_ok=True)
@@ -671,6 +675,25 @@ def _run_stage(run, members: list[PlannedMember], zoo_dir: Path, resources: dict
             raise
     finally:
         _remove_scratch(storage, name)
+
+
+def resume_epoch(zoo_dir: Path, group: list[PlannedMember], key: str) -> int | None:
+    """The epoch after which the trial of `group` (one member, or the pack `key`) goes on: that of the newest
+    complete resumable state it will find (zoo.runs.last_trainer_checkpoint, zoo.packs); None when it starts
+    afresh. Only reads."""
+    first = group[0]
+    try:
+        if len(group) == 1:
+            state_dir = layout.trainer_state_dir(zoo_dir, zoo_dir / first.relpath())
+            states = state_dir.glob("checkpoint-*/trainer_state.json")
+            newest = max(states, key=lambda p: int(p.parent.name.split("-")[-1]), default=None)
+            return int(round(layout.read_json(newest)["epoch"])) if newest else None
+        stage_dir = layout.zoo_stage_dir(zoo_dir, first.modality, first.stage, first.parent)
+        infos = sorted((layout.trainer_state_dir(zoo_dir, stage_dir) / key).glob("epoch-*/pack.json"))
+        info = layout.read_json(infos[-1]) if infos else {}
+        return int(info["epoch"]) if info.get("members") == [m.name for m in group] and info["epoch"] else None
+    except (layout.LayoutError, OSError, KeyError, TypeError, ValueError):  # unreadable: the trial starts afresh
+        return None
 
 
 def _run_optuna(run, plan: StagePlan, parent: str | None, zoo_dir: Path, n_trials: int, name: str) -> None:
@@ -786,6 +809,10 @@ def _init_ray(address: str | None) -> None:
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables off (verbose=0): the zoo shows its own progress
+    # Ctrl-C: Tune's own SIGINT handler would end the stage's search quietly, say `tune.run(..., resume=True)` (wrong
+    # here) and let the run go on to the next stage; without it Ctrl-C raises KeyboardInterrupt at once, and
+    # cli_generate says how to resume
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         ray.init(address=address, log_to_driver=False)
@@ -864,8 +891,6 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
              optuna_trials: int | None = None, pack: int | None = None) -> list[layout.MemberInfo]:
     """Train every planned member that is not complete yet; return the zoo's members. `pack` overrides the
     stages' `pack:` (members trained at once in one trial)."""
-    from zoo.runs import Arguments, MemberRun
-
     spec, stages = load_spec(spec_path)
     gpus = gpus_per_trial if gpus_per_trial is not None else (spec.get("resources") or {}).get("gpu", 0)
     if gpus > 1:  # a trial is one process: it would train on one GPU and leave the others idle
@@ -885,40 +910,91 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
     zoo_dir = Path(zoo_dir).resolve()  # trials run in Ray's own working folders: absolute paths only
     check_zoo_dir(zoo_dir, spec)
     zoo_dir.mkdir(parents=True, exist_ok=True)
+    if layout.read_zoo_file(zoo_dir) is not None:
+        say(f"resuming the zoo in {zoo_dir}: complete members are kept, the others go on from their last saved state")
     planned = [{"member": m.relpath(), "stage": m.stage, "epochs": m.epochs} for plan in stages for m in plan.members]
     layout.write_zoo_file(zoo_dir, spec, spec_hash(spec), spec_path=str(Path(spec_path).resolve()), planned=planned)
     resources = dict(spec.get("resources") or {})
     resources = {"cpu": cpus_per_trial or resources.get("cpu", 1), "gpu": gpus_per_trial or resources.get("gpu", 0)}
+    sections = [(plan.modality, plan.stage) for plan in stages]
     stages = [plan for plan in stages if plan.modality in modalities and plan.stage in stages_wanted]
     for plan in stages:  # a damaged result.json stops the run before anything trains, not after a stage
         for member in plan.members:
             layout.read_results(zoo_dir / member.relpath())
     for plan in stages:
-        for parent, members in _stage_work(zoo_dir, plan).items():
-            if not members and not plan.optuna_trials:
-                continue  # nothing left to train: no data to prepare, no Ray to start (a rerun is quick)
-            base = dict(plan.base)
-            if parent is not None:
-                parent_info = layout.load_member(zoo_dir / layout.zoo_member_dir("", plan.modality, "pretraining",
-                                                                                 parent))
-                epoch = plan.from_checkpoint
-                epoch = parent_info.checkpoints[-1] if epoch == "last" else int(epoch)
-                if epoch not in parent_info.checkpoints:  # a parent sampled by Optuna: known only now
-                    raise ConfigError(f"{plan.where}.from_checkpoint: {epoch} is not a checkpoint of the parent "
-                                      f"{parent} (it saved epochs {', '.join(map(str, parent_info.checkpoints))})")
-                base["pretrained"] = str(parent_info.checkpoint_dir(epoch))
-            base["output_dir"] = str(zoo_dir)
-            base["disable_tqdm"] = True
-            args = Arguments(*parse_config(base, defaults=kind_defaults(kinds.get(plan.kind))))
-            run = MemberRun(plan.kind, args, base)
-            name = (f"{plan.modality}-{plan.stage}" + (f"-{parent}" if parent else ""))[:100]
-            if members:  # planned grid members, or sampled members left incomplete by an earlier run
-                _init_ray(ray_address)
-                with Progress(zoo_dir, members):
-                    _run_stage(run, members, zoo_dir, resources, name, plan)
-            if plan.optuna_trials:
-                _run_optuna(run, plan, parent, zoo_dir, plan.optuna_trials, name)
+        label = f"{plan.modality}/{plan.stage}" + \
+            (f" ({plan.kind})" if sections.count((plan.modality, plan.stage)) > 1 else "")
+        _generate_stage(plan, zoo_dir, resources, ray_address, label)
     return layout.scan_members(zoo_dir)
+
+
+def say(message: str) -> None:
+    """One line of `zoo generate`'s own, beside the progress (stderr)."""
+    print(f"zoo: {message}", file=sys.stderr, flush=True)
+
+
+def duration(seconds: float) -> str:
+    """45 s, 1 min 12 s, 2 h 5 min."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def _generate_stage(plan: StagePlan, zoo_dir: Path, resources: dict[str, float], ray_address: str | None,
+                    label: str) -> None:
+    """Train what is left of one stage (per parent when finetuning); say what is left and, at the end, how long
+    the stage took."""
+    started = time.monotonic()
+    work = _stage_work(zoo_dir, plan)
+    todo = [member for members in work.values() for member in members]
+    if not todo and not plan.optuna_trials:
+        say(f"{label}: nothing to train" + (f" ({len(plan.members)} members complete)" if plan.members else ""))
+        return  # no data to prepare, no Ray to start (a rerun is quick)
+    if todo:
+        say(f"{label}: {len(todo)} of {len(plan.members) or len(todo)} members to train")
+    for parent, members in work.items():
+        if members or plan.optuna_trials:
+            _train_parent(plan, parent, members, zoo_dir, resources, ray_address)
+    states = [layout.load_member(zoo_dir / m.relpath(), lenient=True).state if layout.is_member_dir(
+        zoo_dir / m.relpath()) else "pending" for m in todo]
+    others = ", ".join(f"{states.count(state)} {state}" for state in ("failed", "incomplete", "pending")
+                       if states.count(state))
+    sampled = " (and those Optuna sampled)" if plan.optuna_trials else ""
+    done = states.count("complete")
+    say(f"{label}: {done} member{'s' if done != 1 else ''} done{sampled}{', ' + others if others else ''} in "
+        f"{duration(time.monotonic() - started)}")
+
+
+def _train_parent(plan: StagePlan, parent: str | None, members: list[PlannedMember], zoo_dir: Path,
+                  resources: dict[str, float], ray_address: str | None) -> None:
+    """Train a stage's `members` of one parent (None when pretraining), and sample more with Optuna if asked."""
+    from zoo.runs import Arguments, MemberRun
+
+    base = dict(plan.base)
+    if parent is not None:
+        parent_info = layout.load_member(zoo_dir / layout.zoo_member_dir("", plan.modality, "pretraining", parent))
+        epoch = plan.from_checkpoint
+        epoch = parent_info.checkpoints[-1] if epoch == "last" else int(epoch)
+        if epoch not in parent_info.checkpoints:  # a parent sampled by Optuna: known only now
+            raise ConfigError(f"{plan.where}.from_checkpoint: {epoch} is not a checkpoint of the parent "
+                              f"{parent} (it saved epochs {', '.join(map(str, parent_info.checkpoints))})")
+        base["pretrained"] = str(parent_info.checkpoint_dir(epoch))
+    base["output_dir"] = str(zoo_dir)
+    base["disable_tqdm"] = True
+    args = Arguments(*parse_config(base, defaults=kind_defaults(kinds.get(plan.kind))))
+    run = MemberRun(plan.kind, args, base)
+    name = (f"{plan.modality}-{plan.stage}" + (f"-{parent}" if parent else ""))[:100]
+    if members:  # planned grid members, or sampled members left incomplete by an earlier run
+        _init_ray(ray_address)
+        with Progress(zoo_dir, members):
+            _run_stage(run, members, zoo_dir, resources, name, plan)
+    if plan.optuna_trials:
+        _run_optuna(run, plan, parent, zoo_dir, plan.optuna_trials, name)
 
 
 def _stage_work(zoo_dir: Path, plan: StagePlan) -> dict[str | None, list[PlannedMember]]:
@@ -997,22 +1073,7 @@ def cli_generate(args) -> int:
         if Path(args.zoo_dir).exists() and not Path(args.zoo_dir).is_dir():  # what the real run's lock refuses
             raise layout.LayoutError(f"{args.zoo_dir}: is a file, not a zoo folder")
         check_zoo_dir(Path(args.zoo_dir).resolve(), spec)  # the real run's refusal of another spec's zoo
-        members = [m for plan in stages for m in plan.members
-                   if m.modality in modalities and m.stage in stages_wanted]
-        for member in members:
-            print(member.relpath())
-        counts: dict[str, int] = {}
-        for member in members:
-            key = f"{member.modality}/{member.stage}"
-            counts[key] = counts.get(key, 0) + 1
-        print(f"{len(members)} members: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
-        _print_packs(stages, modalities, stages_wanted)
-        for plan in stages:
-            sampled = args.optuna or plan.optuna_trials
-            if plan.ranges and sampled and plan.modality in modalities and plan.stage in stages_wanted:
-                per_parent = " per parent" if plan.stage == "finetuning" else ""
-                print(f"plus {sampled} members{per_parent} sampled by Optuna in {plan.modality}/{plan.stage} "
-                      f"from ranges of {', '.join(plan.ranges)}")
+        _print_plan(stages, modalities, stages_wanted, args.optuna)
         return 0
     from zoo.status import format_table, status_rows
 
@@ -1021,6 +1082,9 @@ def cli_generate(args) -> int:
         try:
             generate(args.spec, zoo_dir, args.ray_address, args.cpus_per_trial, args.gpus_per_trial, modalities,
                      stages_wanted, args.optuna, args.pack)
+        except KeyboardInterrupt:  # Ctrl-C: Ray's own hint (tune.run(..., resume=True)) does not apply here
+            print(INTERRUPTED, file=sys.stderr, flush=True)
+            return 130
         except Exception as err:  # noqa: BLE001 - Ray's own errors have many types
             if not _ray_died(err):
                 raise
@@ -1031,3 +1095,25 @@ def cli_generate(args) -> int:
     print(format_table(rows))
     return 0 if all(row["state"] == "complete" for row in rows) else 1
 
+
+INTERRUPTED = ("zoo generate: interrupted: rerun the same command to resume (complete members are kept, the others "
+               "go on from their last saved epoch)")
+
+
+def _print_plan(stages: list[StagePlan], modalities, stages_wanted, optuna: int | None) -> None:
+    """The dry run's output: the planned members, their count per stage, the packs, the Optuna samples."""
+    members = [m for plan in stages for m in plan.members if m.modality in modalities and m.stage in stages_wanted]
+    for member in members:
+        print(member.relpath())
+    counts: dict[str, int] = {}
+    for member in members:
+        key = f"{member.modality}/{member.stage}"
+        counts[key] = counts.get(key, 0) + 1
+    print(f"{len(members)} members: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    _print_packs(stages, modalities, stages_wanted)
+    for plan in stages:
+        sampled = optuna or plan.optuna_trials
+        if plan.ranges and sampled and plan.modality in modalities and plan.stage in stages_wanted:
+            per_parent = " per parent" if plan.stage == "finetuning" else ""
+            print(f"plus {sampled} members{per_parent} sampled by Optuna in {plan.modality}/{plan.stage} "
+                  f"from ranges of {', '.join(plan.ranges)}")
