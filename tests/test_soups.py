@@ -81,8 +81,8 @@ def test_uniform_soup_cli(small_zoo, tmp_path, capsys):
     from zoo.models import load_member_model
 
     model = load_member_model(out)
-    key = "classifier.0.weight"
-    np.testing.assert_allclose(model.classifier[0].weight.detach().numpy(), soup[key])
+    key = "classifier.weight"  # the MLP head's hidden layer (zoo.models.MLPHead)
+    np.testing.assert_allclose(model.classifier.weight.detach().numpy(), soup[key])
 
 
 def test_greedy_soup_cli(small_zoo, tmp_path):

@@ -35,6 +35,20 @@ class KindError(ValueError):
     """An unknown member kind, or a config value a kind cannot accept."""
 
 
+# Label counts of the embedded image sets, known before their data is read (planning checks MLP heads with them)
+EMBEDDED_IMAGE_LABELS = {"embedded:digits": 10, "embedded:mnist5k": 10}
+
+
+def check_mlp_head(hidden: int, num_labels: int) -> None:
+    """An MLP head's hidden size must differ from the number of labels: its hidden layer is saved as
+    `classifier.weight` (see `zoo.models.MLPHead`), and with equal sizes stock loaders would take it for a linear
+    head without complaint instead of refusing the checkpoint."""
+    if hidden == num_labels:
+        raise KindError(f"head_hidden_size {hidden} equals the number of labels: the MLP head's hidden layer "
+                        "(classifier.weight) would load into stock classifiers as a linear head; choose another "
+                        "head_hidden_size")
+
+
 @dataclass(frozen=True)
 class MemberKind:
     """What one kind of member is; subclasses implement the behaviours."""
@@ -109,15 +123,37 @@ def _check_parent(run: MemberRun) -> dict[str, Any]:
     return config
 
 
-def _image_processor(run: MemberRun, image_size: int, channels: int):
+def _image_processor(run: MemberRun, image_size: int, channels: int, info: dict[str, Any]):
+    """The checkpoint's image processor: what evaluation does to an image, for `pipeline("image-classification")`
+    on raw images. Grayscale or RGB -> the model's channels (`do_convert_rgb` copies gray into RGB, as training
+    does; a 1-channel model takes grayscale images), resized to the model's size with the filter the data path used
+    (bilinear for the embedded sets and for images stored below the model's size, which evaluation upsamples
+    bilinearly; bicubic where Hub images were resized when decoded), scaled to [0, 1], normalised with the
+    training mean/std."""
     try:  # transformers 5: the PIL/numpy processor (the default one needs torchvision)
         from transformers import ViTImageProcessorPil as ViTImageProcessor
     except ImportError:  # pragma: no cover - transformers 4
         from transformers import ViTImageProcessor
+    from PIL import Image
 
     data_args = run.args.data
-    return ViTImageProcessor(size={"height": image_size, "width": image_size},
-                             image_mean=[data_args.image_mean] * channels, image_std=[data_args.image_std] * channels)
+    decoded_at_size = (not str(info.get("source", "")).startswith("embedded:")
+                       and info.get("stored_size", image_size) >= image_size)
+    resample = Image.Resampling.BICUBIC if decoded_at_size else Image.Resampling.BILINEAR
+    return ViTImageProcessor(size={"height": image_size, "width": image_size}, resample=resample,
+                             do_convert_rgb=channels == 3, image_mean=[data_args.image_mean] * channels,
+                             image_std=[data_args.image_std] * channels)
+
+
+def _fit_tokenizer(tokenizer, max_length: int, padding_side: str) -> None:
+    """Make the tokenizer saved with every checkpoint of a language member describe its model, for stock
+    `pipeline(...)`: `truncation=True` cuts at the length the model was trained and evaluated at (never beyond its
+    positions: a tokenizer trained here says 1,000,000), padding goes on the side its task needs, with a pad token."""
+    tokenizer.model_max_length = max_length
+    tokenizer.padding_side = padding_side
+    tokenizer.init_kwargs["padding_side"] = padding_side  # saved with tokenizer_config.json only as an init kwarg
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
 
 
 def _decode_images(splits):
@@ -151,7 +187,7 @@ class _VisionKind(MemberKind):
         if not data.label_names:
             raise DataError("the image data set has no labels")
         run.image_size, run.channels = image_size, channels
-        run.processing_class = _image_processor(run, image_size, channels)
+        run.processing_class = _image_processor(run, image_size, channels, data.info)
         return data
 
 
@@ -201,9 +237,19 @@ class ViTPretrain(_VisionKind):
 class ViTFinetune(_VisionKind):
     """A new linear or MLP head on a pretrained ViT member."""
 
+    DEFAULT_DATA = "embedded:digits"
+
+    def check(self, args):
+        labels = None if args.data.dataset_dump else EMBEDDED_IMAGE_LABELS.get(args.data.dataset or self.DEFAULT_DATA)
+        if args.zoo.head == "mlp" and labels is not None:
+            check_mlp_head(args.zoo.head_hidden_size, labels)
+
     def prepare_data(self, run):
         parent = _check_parent(run)
-        return self._images(run, parent["image_size"], parent["num_channels"], "embedded:digits")
+        data = self._images(run, parent["image_size"], parent["num_channels"], self.DEFAULT_DATA)
+        if run.args.zoo.head == "mlp":
+            check_mlp_head(run.args.zoo.head_hidden_size, data.num_labels)
+        return data
 
     def build_model(self, run, args):
         from zoo.models import vit_for_finetuning
@@ -227,6 +273,7 @@ class _LanguagePretrain(MemberKind):
     """Pretraining on packed token blocks with a tokenizer trained on the corpus (offline) or from the Hub."""
 
     special_tokens: str = "gpt2"  # the tokenizer's special-token scheme (see zoo.data.tokenizer)
+    padding_side: str = "right"  # of the saved tokenizer: "left" where the model generates (batched prompts)
 
     def prepare_data(self, run):
         from zoo.data import load_lm_blocks
@@ -235,7 +282,10 @@ class _LanguagePretrain(MemberKind):
         tokenizer = build_tokenizer(run.args.data, run.args.model.vocab_size, run.root / ".cache",
                                     self.special_tokens)
         run.processing_class = tokenizer
-        return load_lm_blocks(run.args.data, tokenizer)
+        data = load_lm_blocks(run.args.data, tokenizer)
+        # the model has block_size positions (build_gpt2, build_bert)
+        _fit_tokenizer(tokenizer, run.args.data.block_size, self.padding_side)
+        return data
 
 
 @dataclass(frozen=True)
@@ -250,11 +300,11 @@ class _LanguageFinetune(MemberKind):
 
         parent = _check_parent(run)
         tokenizer = AutoTokenizer.from_pretrained(str(run.args.zoo.pretrained))
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
         positions = parent.get("n_positions") or parent.get("max_position_embeddings")
         if positions and run.args.data.max_length > positions:
             raise ConfigError(f"max_length {run.args.data.max_length} exceeds the parent's {positions} positions")
+        # texts are cut at max_length in training and evaluation; the classifier pads on the right
+        _fit_tokenizer(tokenizer, run.args.data.max_length, "right")
         run.processing_class = tokenizer
         run.collator = DataCollatorWithPadding(tokenizer)
         return load_text_classification(run.args.data, tokenizer)
@@ -268,6 +318,8 @@ class _LanguageFinetune(MemberKind):
 @dataclass(frozen=True)
 class LMPretrain(_LanguagePretrain):
     """GPT-2-style causal LM."""
+
+    padding_side: str = "left"
 
     def build_model(self, run, args):
         from zoo.models import build_gpt2

@@ -2,8 +2,9 @@
 
 Every saved checkpoint is a stock class (`ViTForImageClassification`, `ViTModel`, `GPT2LMHeadModel`,
 `GPT2ForSequenceClassification`, `BertForMaskedLM`, `BertForSequenceClassification`), so `AutoModel.from_pretrained`
-loads it with no code from this project. An MLP head is stored beside the stock weights (`classifier.0.*`,
-`classifier.2.*`) and described in the model config's `zoo_head`; `load_member_model` rebuilds it.
+loads it with no code from this project. An MLP head (`MLPHead`, described in the model config's `zoo_head`) has no
+stock class: it is stored so that every stock classifier loader refuses it loudly (`classifier.weight` is its hidden
+layer, whose shape differs from a linear head's) and `load_member_model` rebuilds it (docs/loading-members.md).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from transformers import (
 )
 from transformers.models.vit.modeling_vit import ViTPreTrainedModel
 
-from zoo.kinds import HEADS, INIT_SCHEMES
+from zoo.kinds import HEADS, INIT_SCHEMES, check_mlp_head
 
 
 class CheckpointError(ValueError):
@@ -121,11 +122,43 @@ def build_vit(model_args, mode: str, num_labels: int, label_names: list[str], pr
     return model
 
 
+class MLPHead(nn.Linear):
+    """Linear -> GELU -> Linear on the CLS token, laid out so that no stock loader mistakes it for a linear head.
+
+    No stock vision classifier of transformers has this head, so its checkpoint cannot be one that stock classes load
+    exactly. Instead the hidden layer is this module's own `weight`/`bias` (saved as `classifier.weight`, shape
+    [hidden, in_features]) and the output layer is `out` (`classifier.out.*`): `ViTForImageClassification`, its Auto
+    class and `pipeline("image-classification")` expect `classifier.weight` of shape [num_labels, in_features] and
+    refuse the checkpoint with a size-mismatch error, instead of silently starting a random linear head. The two
+    shapes differ because `make_head` refuses a hidden size equal to the number of labels. The parameters are
+    created in the order of the earlier `nn.Sequential(Linear, GELU, Linear)` head (same initial weights for a seed),
+    and its state-dict keys (`0.*`, `2.*`: zoos written before) still load.
+    """
+
+    OLD_KEYS = (("0.", ""), ("2.", "out."))  # nn.Sequential layout -> this layout
+
+    def __init__(self, in_features: int, hidden: int, num_labels: int):
+        super().__init__(in_features, hidden)
+        self.act = nn.GELU()
+        self.out = nn.Linear(hidden, num_labels)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.out(self.act(super().forward(features)))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for old, new in self.OLD_KEYS:
+            for name in ("weight", "bias"):
+                if prefix + old + name in state_dict and prefix + new + name not in state_dict:
+                    state_dict[prefix + new + name] = state_dict.pop(prefix + old + name)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
 def make_head(kind: str, in_features: int, num_labels: int, hidden: int) -> nn.Module:
     if kind == "linear":
         return nn.Linear(in_features, num_labels)
     if kind == "mlp":
-        return nn.Sequential(nn.Linear(in_features, hidden), nn.GELU(), nn.Linear(hidden, num_labels))
+        check_mlp_head(hidden, num_labels)
+        return MLPHead(in_features, hidden, num_labels)
     raise ValueError(f"head {kind!r} is not one of {', '.join(HEADS)}")
 
 
@@ -211,6 +244,9 @@ def build_gpt2(model_args, tokenizer, n_positions: int) -> GPT2LMHeadModel:
     )
     config._attn_implementation = model_args.attn_implementation
     model = GPT2LMHeadModel(config)
+    # Generation stops at the model's positions (saved in generation_config.json): `pipeline("text-generation")`
+    # otherwise asks for 256 new tokens and runs past the position table.
+    model.generation_config.max_length = n_positions
     apply_init(model, model_args.init, model_args.init_std)
     return model
 
@@ -282,13 +318,17 @@ def load_member_model(checkpoint: str | Path, device: str | torch.device = "cpu"
     model_class = getattr(transformers, architecture, None) if architecture.isidentifier() else None
     if model_class is None or not issubclass(model_class, PreTrainedModel):
         model_class = AutoModel  # a stock class this transformers lacks: the bare backbone
-    model = load_pretrained(model_class, checkpoint)
-    if head.get("type") == "mlp":  # stock loading leaves a fresh linear classifier: put the MLP back
-        model.classifier = make_head("mlp", config.hidden_size, config.num_labels, head["hidden_size"])
-        state = load_file(str(checkpoint / "model.safetensors"))
-        head_state = {k.removeprefix("classifier."): v for k, v in state.items() if k.startswith("classifier.")}
-        try:
-            model.classifier.load_state_dict(head_state)
-        except RuntimeError as err:
-            raise CheckpointError(f"{checkpoint}: MLP head weights do not match its config ({err})") from None
+    if head.get("type") != "mlp":
+        return load_pretrained(model_class, checkpoint).to(device).eval()
+    # Stock loading refuses the MLP head (or, for the `classifier.0/2` layout of older zoos, starts a fresh linear
+    # one): load the rest with the head's mismatch allowed, then put the MLP back from the file.
+    with _quiet_loading():
+        model = load_pretrained(model_class, checkpoint, ignore_mismatched_sizes=True)
+    model.classifier = MLPHead(config.hidden_size, head["hidden_size"], config.num_labels)
+    state = load_file(str(checkpoint / "model.safetensors"))
+    head_state = {k.removeprefix("classifier."): v for k, v in state.items() if k.startswith("classifier.")}
+    try:
+        model.classifier.load_state_dict(head_state)
+    except RuntimeError as err:
+        raise CheckpointError(f"{checkpoint}: MLP head weights do not match its config ({err})") from None
     return model.to(device).eval()
