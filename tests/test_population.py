@@ -544,3 +544,42 @@ def test_resume_epoch_reads_the_state_a_trial_resumes_from(tmp_path):
     assert resume_epoch(zoo_dir, pack, "pack-x") == 2
     assert resume_epoch(zoo_dir, pack[:1] + [pack[0]], "pack-x") is None  # another pack's state: starts afresh
     assert [duration(s) for s in (4.4, 59.6, 72, 3600 + 5 * 60 + 9)] == ["4 s", "1 min 0 s", "1 min 12 s", "1 h 5 min"]
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_the_trials_of_a_killed_driver_write_nothing_once_the_next_run_has_the_zoo(tmp_path, own_ray):
+    """SIGKILL the driver alone (its trial goes on for a moment): the next lock of the zoo is granted only once the
+    trial has ended, and from then on no file of the zoo changes."""
+    spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__fixed={
+        "num_train_epochs": 50, "checkpoint_every": 1, "max_train_samples": 256, "max_eval_samples": 32,
+        "per_device_train_batch_size": 64})
+    data = yaml.safe_load(spec.read_text())
+    del data["vision"]["finetuning"]
+    spec.write_text(yaml.safe_dump(data))
+    zoo_dir = tmp_path / "zoo"
+    _, stages = load_spec(spec)
+    (member,) = plan_members(stages)[0].members
+    proc = subprocess.Popen([sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=own_ray.env)
+    trial, deadline = None, time.time() + 400
+    while time.time() < deadline and proc.poll() is None and trial is None:
+        if len(layout.read_results(zoo_dir / member.relpath())) >= 2:
+            trial = _trial_pid(proc.pid, member.name)
+        time.sleep(0.1)
+    assert trial is not None, "the member's trial was not found running"
+    proc.kill()
+    proc.wait()
+    with layout.ZooLock(zoo_dir, wait_for_trials=120):
+        assert not _running(trial)
+        files = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in zoo_dir.rglob("*")
+                 if p.is_file() and p.name != layout.LOCK_FILE}
+        time.sleep(3)
+        assert files == {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in zoo_dir.rglob("*")
+                         if p.is_file() and p.name != layout.LOCK_FILE}
+    assert layout.scan_members(zoo_dir)[0].state == "incomplete"

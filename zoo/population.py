@@ -9,6 +9,7 @@ skipped, incomplete ones resume from their Trainer state, failed ones are record
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -542,8 +543,29 @@ def _remove_scratch(storage: Path, name: str) -> None:
             break
 
 
+def _writer_guard(zoo_dir: str, token: str | None, driver_pid: int):
+    """What a trial holds while it trains: a `layout.WriterGuard` on its driver's lock (see the comment above
+    layout.ZooLock); nothing in the driver itself (Optuna trains there) or without a lock."""
+    if token is None or os.getpid() == driver_pid:
+        return contextlib.nullcontext()
+    return layout.WriterGuard(zoo_dir, token)
+
+
+def _guarded_trainer_class():
+    from zoo.training import ZooTrainer
+
+    class GuardedTrainer(ZooTrainer):
+        """A member's trainer in a trial: its resumable-state saves (written by the Trainer, not through zoo.layout)
+        are checked against the driver's lock too."""
+
+        def _save_checkpoint(self, model, trial):
+            layout.check_writer()
+            return super()._save_checkpoint(model, trial)
+
+    return GuardedTrainer
+
+
 def _make_trainer_class():
-    from zoo.runs import train_prepared
     from zoo.training import ZooTrainer
 
     class PopulationTrainer(ZooTrainer):
@@ -556,6 +578,8 @@ def _make_trainer_class():
             self.run, self.plans, self.zoo_dir, self.stage_plan, self.parent = run, plans, zoo_dir, stage, parent
             self.pack_mode = stage.pack_mode if stage is not None else "auto"
             self._member_dir: str | None = None
+            # the trials check the driver's lock before every write (see the comment above layout.ZooLock)
+            self.lock_token, self.driver_pid = layout.held_lock_token(zoo_dir), os.getpid()
 
         def _plan(self, trial) -> list[PlannedMember]:
             if isinstance(trial, dict):  # Ray: the grid names the member, or the pack
@@ -573,24 +597,13 @@ def _make_trainer_class():
             plans = self._plan(trial)
             zoo_dir = Path(self.zoo_dir)
             self._member_dir = str(zoo_dir / plans[0].relpath())
-            if len(plans) > 1:
-                from zoo import packs
-
-                first = plans[0]
-                stage_dir = layout.zoo_stage_dir(zoo_dir, first.modality, first.stage, first.parent)
-                state_dir = layout.trainer_state_dir(zoo_dir, stage_dir) / trial["member"]
-                members = packs.train_pack(self.run, [(p.name, self._member_args(p), zoo_dir / p.relpath())
-                                                      for p in plans], state_dir, self.pack_mode, _provenance())
-                complete = [m for m in members if m.is_complete()]  # the search reports one of them
-                self._member_dir = str(complete[0].path) if complete else self._member_dir
-                return members
-            plan = plans[0]
-            member_dir = zoo_dir / plan.relpath()
-            args = self._member_args(plan)
-            writer = self.run.prepare_member(args, member_dir, _provenance())
-            args.training.output_dir = str(layout.trainer_state_dir(zoo_dir, member_dir))
-            args.training.disable_tqdm = True
-            return train_prepared(self.run.trainer(args, writer), member_dir)
+            with _writer_guard(self.zoo_dir, self.lock_token, self.driver_pid):
+                if len(plans) == 1:
+                    return _train_member(self, plans[0], zoo_dir)
+                members = _train_pack(self, plans, zoo_dir, trial["member"])
+            complete = [m for m in members if m.is_complete()]  # the search reports one of them
+            self._member_dir = str(complete[0].path) if complete else self._member_dir
+            return members
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
             last = layout.load_member(self._member_dir).last_result or {} if self._member_dir else {}
@@ -603,6 +616,28 @@ def _make_trainer_class():
             layout.atomic_write_json(Path(checkpoint_dir) / "member.json", {"member": self._member_dir})
 
     return PopulationTrainer
+
+
+def _train_member(trainer, plan: PlannedMember, zoo_dir: Path):
+    """A trial that trains one member."""
+    from zoo.runs import train_prepared
+
+    member_dir = zoo_dir / plan.relpath()
+    args = trainer._member_args(plan)
+    writer = trainer.run.prepare_member(args, member_dir, _provenance())
+    args.training.output_dir = str(layout.trainer_state_dir(zoo_dir, member_dir))
+    args.training.disable_tqdm = True
+    return train_prepared(trainer.run.trainer(args, writer, trainer_class=_guarded_trainer_class()), member_dir)
+
+
+def _train_pack(trainer, plans: list[PlannedMember], zoo_dir: Path, key: str) -> list[layout.MemberInfo]:
+    """A trial that trains the pack `key` (zoo.packs)."""
+    from zoo import packs
+
+    first = plans[0]
+    stage_dir = layout.zoo_stage_dir(zoo_dir, first.modality, first.stage, first.parent)
+    return packs.train_pack(trainer.run, [(p.name, trainer._member_args(p), zoo_dir / p.relpath()) for p in plans],
+                            layout.trainer_state_dir(zoo_dir, stage_dir) / key, trainer.pack_mode, _provenance())
 
 
 def _provenance() -> dict[str, Any]:
@@ -909,13 +944,24 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
     plan_members(stages)
     zoo_dir = Path(zoo_dir).resolve()  # trials run in Ray's own working folders: absolute paths only
     check_zoo_dir(zoo_dir, spec)
+    resources = dict(spec.get("resources") or {})
+    resources = {"cpu": cpus_per_trial or resources.get("cpu", 1), "gpu": gpus_per_trial or resources.get("gpu", 0)}
+    with contextlib.ExitStack() as stack:
+        if layout.held_lock_token(zoo_dir) is None:  # called as a library: the lock `zoo generate` takes first
+            stack.enter_context(layout.ZooLock(zoo_dir, "zoo generate"))
+        _generate_stages(spec, str(Path(spec_path).resolve()), stages, zoo_dir, resources, ray_address, modalities,
+                         stages_wanted)
+    return layout.scan_members(zoo_dir)
+
+
+def _generate_stages(spec: dict[str, Any], spec_path: str, stages: list[StagePlan], zoo_dir: Path,
+                     resources: dict[str, float], ray_address: str | None, modalities, stages_wanted) -> None:
+    """Record the zoo's spec and plan, then train the wanted stages in order (under the zoo's lock)."""
     zoo_dir.mkdir(parents=True, exist_ok=True)
     if layout.read_zoo_file(zoo_dir) is not None:
         say(f"resuming the zoo in {zoo_dir}: complete members are kept, the others go on from their last saved state")
     planned = [{"member": m.relpath(), "stage": m.stage, "epochs": m.epochs} for plan in stages for m in plan.members]
-    layout.write_zoo_file(zoo_dir, spec, spec_hash(spec), spec_path=str(Path(spec_path).resolve()), planned=planned)
-    resources = dict(spec.get("resources") or {})
-    resources = {"cpu": cpus_per_trial or resources.get("cpu", 1), "gpu": gpus_per_trial or resources.get("gpu", 0)}
+    layout.write_zoo_file(zoo_dir, spec, spec_hash(spec), spec_path=spec_path, planned=planned)
     sections = [(plan.modality, plan.stage) for plan in stages]
     stages = [plan for plan in stages if plan.modality in modalities and plan.stage in stages_wanted]
     for plan in stages:  # a damaged result.json stops the run before anything trains, not after a stage
@@ -925,7 +971,6 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
         label = f"{plan.modality}/{plan.stage}" + \
             (f" ({plan.kind})" if sections.count((plan.modality, plan.stage)) > 1 else "")
         _generate_stage(plan, zoo_dir, resources, ray_address, label)
-    return layout.scan_members(zoo_dir)
 
 
 def say(message: str) -> None:
@@ -953,7 +998,7 @@ def _generate_stage(plan: StagePlan, zoo_dir: Path, resources: dict[str, float],
     work = _stage_work(zoo_dir, plan)
     todo = [member for members in work.values() for member in members]
     if not todo and not plan.optuna_trials:
-        say(f"{label}: nothing to train" + (f" ({len(plan.members)} members complete)" if plan.members else ""))
+        say(f"{label}: nothing to train")
         return  # no data to prepare, no Ray to start (a rerun is quick)
     if todo:
         say(f"{label}: {len(todo)} of {len(plan.members) or len(todo)} members to train")
