@@ -957,16 +957,17 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
 def _generate_stages(spec: dict[str, Any], spec_path: str, stages: list[StagePlan], zoo_dir: Path,
                      resources: dict[str, float], ray_address: str | None, modalities, stages_wanted) -> None:
     """Record the zoo's spec and plan, then train the wanted stages in order (under the zoo's lock)."""
+    sections = [(plan.modality, plan.stage) for plan in stages]
+    wanted = [plan for plan in stages if plan.modality in modalities and plan.stage in stages_wanted]
+    for plan in wanted:  # a damaged result.json stops the run before anything is written or trained
+        for member in plan.members:
+            layout.read_results(zoo_dir / member.relpath())
     zoo_dir.mkdir(parents=True, exist_ok=True)
     if layout.read_zoo_file(zoo_dir) is not None:
         say(f"resuming the zoo in {zoo_dir}: complete members are kept, the others go on from their last saved state")
     planned = [{"member": m.relpath(), "stage": m.stage, "epochs": m.epochs} for plan in stages for m in plan.members]
     layout.write_zoo_file(zoo_dir, spec, spec_hash(spec), spec_path=spec_path, planned=planned)
-    sections = [(plan.modality, plan.stage) for plan in stages]
-    stages = [plan for plan in stages if plan.modality in modalities and plan.stage in stages_wanted]
-    for plan in stages:  # a damaged result.json stops the run before anything trains, not after a stage
-        for member in plan.members:
-            layout.read_results(zoo_dir / member.relpath())
+    stages = wanted
     for plan in stages:
         label = f"{plan.modality}/{plan.stage}" + \
             (f" ({plan.kind})" if sections.count((plan.modality, plan.stage)) > 1 else "")
