@@ -185,7 +185,28 @@ def load_pretrained(model_class, checkpoint: str | Path, **kwargs) -> PreTrained
     transformers may swap layers for kernels downloaded from the Hub at load time (`use_kernels`); a member runs
     no code fetched at run time, and its arithmetic must not depend on what the Hub serves that day.
     """
-    return model_class.from_pretrained(str(checkpoint), use_kernels=False, **kwargs)
+    with no_progress_bars():
+        return model_class.from_pretrained(str(checkpoint), use_kernels=False, **kwargs)
+
+
+def save_pretrained(model, folder: str | Path) -> None:
+    """`save_pretrained` of a model (or processor) into a checkpoint folder, without a progress bar per save."""
+    with no_progress_bars():
+        model.save_pretrained(str(folder))
+
+
+@contextmanager
+def no_progress_bars():
+    """transformers draws a bar for every load and save of a tiny checkpoint: noise in a zoo's progress lines."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def vit_for_finetuning(pretrained: str | Path, num_labels: int, label_names: list[str], head: str,

@@ -34,6 +34,7 @@ import numpy as np
 
 from zoo import architectures, layout
 from zoo.evaluation import TaskCache, data_arguments, evaluate_members, evaluate_model, load_model, model_architecture
+from zoo.models import save_pretrained
 from zoo.weights import read_weights as read_weight_file
 
 SOUP_FORMAT = "transformer-zoo/soup/v1"
@@ -279,7 +280,7 @@ def write_soup(soup: Soup, out: str | Path, **record: Any) -> Path:
     out = Path(out)
     model = load_model(soup.template, soup.weights).to("cpu")
     with layout.atomic_dir(out) as tmp:
-        model.save_pretrained(tmp)
+        save_pretrained(model, tmp)
         for item in soup.template.iterdir():
             if item.is_file() and item.name not in _SKIP_COPY and not item.name.startswith("."):
                 shutil.copy2(item, tmp / item.name)

@@ -27,7 +27,7 @@ from transformers import Trainer, TrainerCallback
 from zoo import augment, layout
 from zoo.environment import environment_record
 from zoo.losses import linear_cross_entropy
-from zoo.models import stock_model
+from zoo.models import save_pretrained, stock_model
 
 RESUME_WEIGHTS = "resume_model.safetensors"
 
@@ -632,9 +632,8 @@ class MemberWriter(TrainerCallback):
             to_save = stock_model(self.trainer.accelerator.unwrap_model(model))
 
             def save(folder: Path) -> None:
-                to_save.save_pretrained(str(folder))
-                for extra in self.save_extras:
-                    extra.save_pretrained(str(folder))
+                for part in (to_save, *self.save_extras):
+                    save_pretrained(part, folder)
 
             layout.write_checkpoint(self.member_dir, epoch, save)
         layout.append_result(self.member_dir, record)
