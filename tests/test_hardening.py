@@ -518,3 +518,27 @@ def test_the_next_writer_waits_until_the_trials_of_a_killed_driver_have_ended(tm
         for process in (driver, trial):
             process.kill()
             process.wait()
+
+
+def test_states_left_for_complete_members_are_dropped_by_the_rerun(tmp_path):
+    """A run killed between a member's last epoch and the removal of its Trainer state leaves that state; the rerun
+    skips the complete member, so it drops the state (and a pack's, once all its members are complete)."""
+    from zoo_factory import write_member
+
+    from zoo.population import drop_finished_states
+
+    zoo = tmp_path / "zoo"
+    folder = zoo / "vision" / "pretraining"
+    done = [write_member(zoo, name, "vit-supervised", {"seed": 1}) for name in ("a", "b", "c")]
+    running = write_member(zoo, "d", "vit-supervised", {"seed": 1}, epochs_done=1)
+    root = layout.trainer_state_dir(zoo, folder)
+    states = {"a": root / "a" / "checkpoint-8", "d": root / "d" / "checkpoint-8",
+              "pack-done": root / "pack-done" / "epoch-0002", "pack-running": root / "pack-running" / "epoch-0001"}
+    for state in states.values():
+        state.mkdir(parents=True)
+        (state / "optimizer.pt").write_bytes(b"x")
+    (states["pack-done"] / "pack.json").write_text(json.dumps({"epoch": 2, "members": ["b", "c"]}))
+    (states["pack-running"] / "pack.json").write_text(json.dumps({"epoch": 1, "members": ["c", "d"]}))
+    drop_finished_states(zoo, folder)
+    assert sorted(p.name for p in root.iterdir()) == ["d", "pack-running"]  # still needed to resume d
+    assert all(m.is_complete() for m in done) and not layout.load_member(running.path).is_complete()

@@ -997,6 +997,8 @@ def _generate_stage(plan: StagePlan, zoo_dir: Path, resources: dict[str, float],
     the stage took."""
     started = time.monotonic()
     work = _stage_work(zoo_dir, plan)
+    for parent in work:
+        drop_finished_states(zoo_dir, layout.zoo_stage_dir(zoo_dir, plan.modality, plan.stage, parent))
     todo = [member for members in work.values() for member in members]
     if not todo and not plan.optuna_trials:
         say(f"{label}: nothing to train")
@@ -1014,6 +1016,23 @@ def _generate_stage(plan: StagePlan, zoo_dir: Path, resources: dict[str, float],
     done = states.count("complete")
     say(f"{label}: {done} member{'s' if done != 1 else ''} done{sampled}{', ' + others if others else ''} in "
         f"{duration(time.monotonic() - started)}")
+
+
+def drop_finished_states(zoo_dir: Path, folder: Path) -> None:
+    """Remove the Trainer or pack states that a killed run left for members that are complete (killed between a
+    member's last epoch and the removal of its state): reruns skip complete members, so nothing else would."""
+    state_root = layout.trainer_state_dir(zoo_dir, folder)
+    for state in sorted(state_root.iterdir()) if state_root.is_dir() else []:
+        names: list[str] | None = [state.name]
+        if state.name.startswith("pack-"):
+            infos = sorted(state.glob("epoch-*/pack.json"))
+            try:
+                names = layout.read_json(infos[-1]).get("members") if infos else None
+            except layout.LayoutError:
+                names = None
+        if names and all(layout.is_member_dir(folder / name) and
+                         layout.load_member(folder / name, lenient=True).is_complete() for name in names):
+            layout.remove_trainer_state(state)
 
 
 def _train_parent(plan: StagePlan, parent: str | None, members: list[PlannedMember], zoo_dir: Path,
