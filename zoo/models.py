@@ -131,8 +131,8 @@ class MLPHead(nn.Linear):
     class and `pipeline("image-classification")` expect `classifier.weight` of shape [num_labels, in_features] and
     refuse the checkpoint with a size-mismatch error, instead of silently starting a random linear head. The two
     shapes differ because `make_head` refuses a hidden size equal to the number of labels. The parameters are
-    created in the order of the earlier `nn.Sequential(Linear, GELU, Linear)` head (same initial weights for a seed),
-    and its state-dict keys (`0.*`, `2.*`: zoos written before) still load.
+    created in the order of an `nn.Sequential(Linear, GELU, Linear)` head (same initial weights for a seed),
+    and its state-dict keys (`0.*`, `2.*`, the `nn.Sequential` layout) load too.
     """
 
     OLD_KEYS = (("0.", ""), ("2.", "out."))  # nn.Sequential layout -> this layout

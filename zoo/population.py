@@ -931,7 +931,8 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
     if gpus > 1:  # a trial is one process: it would train on one GPU and leave the others idle
         where = f"--gpus-per-trial {gpus:g}" if gpus_per_trial is not None else f"resources.gpu {gpus:g}"
         raise ConfigError(f"{where}: a zoo trial trains its member in one process on at most one GPU; give 1 or a "
-                          "fraction, or train members that need several GPUs one per `accelerate launch` (README)")
+                          "fraction, or train members that need several GPUs one per `accelerate launch` "
+                          "(docs/scale.md)")
     pack = pack if pack is not None else env_pack()
     for plan in stages:
         if pack is not None:
