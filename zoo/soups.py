@@ -34,7 +34,6 @@ import numpy as np
 
 from zoo import architectures, layout
 from zoo.evaluation import TaskCache, data_arguments, evaluate_members, evaluate_model, load_model, model_architecture
-from zoo.models import save_pretrained
 from zoo.weights import read_weights as read_weight_file
 
 SOUP_FORMAT = "transformer-zoo/soup/v1"
@@ -276,6 +275,8 @@ def write_soup(soup: Soup, out: str | Path, **record: Any) -> Path:
     """Write `soup` as a loadable checkpoint folder with its soup.json; returns the folder."""
     import torch
     import transformers
+
+    from zoo.models import save_pretrained
 
     out = Path(out)
     model = load_model(soup.template, soup.weights).to("cpu")
