@@ -173,7 +173,8 @@ def _respect_umask(path: str | Path, is_dir: bool) -> None:
     os.chmod(path, (0o777 if is_dir else 0o666) & ~current_umask())
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (a rename into it) durable; a no-op where the filesystem cannot."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -201,7 +202,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -261,7 +262,7 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from zoo import layout
+
 STAGING_PREFIX = ".publish_staging."
 PARTIAL_PREFIX = ".publish_partial."
 DATASET_FOLDER = "dataset"
@@ -195,19 +197,6 @@ class LocalPublish:
             if (self.work / name).exists():
                 os.replace(self.work / name, self.root / name)
         os.replace(self.work / DATASET_FOLDER, self.root / DATASET_FOLDER)
-        _fsync_folder(self.root)
+        layout.fsync_dir(self.root)
         shutil.rmtree(self.work, ignore_errors=True)
         self.work = self.root
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
