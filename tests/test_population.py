@@ -87,6 +87,15 @@ def test_bad_specs_fail_before_training(tmp_path, capsys, change, needle):
     assert not (tmp_path / "zoo").exists()
 
 
+def pretraining_spec(path: Path, **changes) -> Path:
+    """`write_spec` with the vision pretraining stage only."""
+    spec = write_spec(path, **changes)
+    data = yaml.safe_load(spec.read_text())
+    del data["vision"]["finetuning"]
+    spec.write_text(yaml.safe_dump(data))
+    return spec
+
+
 def test_finetuning_is_planned_for_every_parent(tmp_path):
     spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__grid={"seed": [1, 2, 3]})
     _, stages = load_spec(spec)
@@ -184,12 +193,9 @@ def test_generate_on_a_two_node_ray_cluster(tmp_path, own_ray):
     subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", '--resources={"second": 1}', *common],
                    check=True, capture_output=True, env=env)
     assert len({pid for pid in own_ray.pids() if "raylet" in Path(f"/proc/{pid}/comm").read_text()}) == 2
-    spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__grid={"seed": [1, 2]},
-                      vision__pretraining__fixed={"num_train_epochs": 1, "max_train_samples": 128,
-                                                  "max_eval_samples": 64})
-    data = yaml.safe_load(spec.read_text())
-    del data["vision"]["finetuning"]
-    spec.write_text(yaml.safe_dump(data))
+    spec = pretraining_spec(tmp_path / "spec.yaml", vision__pretraining__grid={"seed": [1, 2]},
+                           vision__pretraining__fixed={"num_train_epochs": 1, "max_train_samples": 128,
+                                                       "max_eval_samples": 64})
     zoo_dir = tmp_path / "zoo"
     result = subprocess.run([sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir),
                              "--ray-address", f"127.0.0.1:{port}"], cwd=ROOT, capture_output=True, text=True,
@@ -237,13 +243,10 @@ def _trial_pid(driver: int, member: str) -> int | None:
 
 def test_kill_a_trial_and_rerun(tmp_path, own_ray):
     """SIGKILL the trial of one chosen member: the rest of the population goes on; a rerun completes it."""
-    spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__grid={"seed": [1, 2]},
-                      vision__pretraining__fixed={"num_train_epochs": 5, "checkpoint_every": 1,
-                                                  "max_train_samples": 768, "max_eval_samples": 64,
-                                                  "per_device_train_batch_size": 64})
-    data = yaml.safe_load(spec.read_text())
-    del data["vision"]["finetuning"]
-    spec.write_text(yaml.safe_dump(data))
+    spec = pretraining_spec(tmp_path / "spec.yaml", vision__pretraining__grid={"seed": [1, 2]},
+                           vision__pretraining__fixed={"num_train_epochs": 5, "checkpoint_every": 1,
+                                                       "max_train_samples": 768, "max_eval_samples": 64,
+                                                       "per_device_train_batch_size": 64})
     zoo_dir = tmp_path / "zoo"
     _, stages = load_spec(spec)
     target, other = sorted((m for m in plan_members(stages)[0].members), key=lambda m: "_seed_2_" not in m.name)
@@ -270,11 +273,8 @@ def test_kill_a_trial_and_rerun(tmp_path, own_ray):
 def test_generate_refuses_a_second_writer_and_says_so_when_its_ray_dies(tmp_path, own_ray):
     """While a run trains, a second `zoo generate` of the same zoo is refused in one line. When the run's Ray dies,
     Ray's core worker would end the driver with exit 1 and no Python error: one line instead, and exit 3."""
-    spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__fixed={  # far more epochs than it will live
+    spec = pretraining_spec(tmp_path / "spec.yaml", vision__pretraining__fixed={  # far more epochs than it will live
         "num_train_epochs": 500, "max_train_samples": 256, "max_eval_samples": 32, "per_device_train_batch_size": 64})
-    data = yaml.safe_load(spec.read_text())
-    del data["vision"]["finetuning"]
-    spec.write_text(yaml.safe_dump(data))
     zoo_dir = tmp_path / "zoo"
     command = [sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir)]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -474,12 +474,9 @@ def test_planning_builds_the_argument_parser_once(tmp_path, monkeypatch):
 def test_ctrl_c_says_how_to_resume_and_the_rerun_says_where_it_resumes(tmp_path, own_ray):
     """SIGINT (Ctrl-C) of `zoo generate` while a member trains: exit 130 and one line saying to rerun, not Ray's
     `tune.run(..., resume=True)`; the rerun says it resumes, from which epoch, and how long the stage took."""
-    spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__fixed={
+    spec = pretraining_spec(tmp_path / "spec.yaml", vision__pretraining__fixed={
         "num_train_epochs": 6, "checkpoint_every": 1, "max_train_samples": 512, "max_eval_samples": 64,
         "per_device_train_batch_size": 64})
-    data = yaml.safe_load(spec.read_text())
-    del data["vision"]["finetuning"]
-    spec.write_text(yaml.safe_dump(data))
     zoo_dir = tmp_path / "zoo"
     command = [sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir)]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -556,12 +553,9 @@ def _running(pid: int) -> bool:
 def test_the_trials_of_a_killed_driver_write_nothing_once_the_next_run_has_the_zoo(tmp_path, own_ray):
     """SIGKILL the driver alone (its trial goes on for a moment): the next lock of the zoo is granted only once the
     trial has ended, and from then on no file of the zoo changes."""
-    spec = write_spec(tmp_path / "spec.yaml", vision__pretraining__fixed={
+    spec = pretraining_spec(tmp_path / "spec.yaml", vision__pretraining__fixed={
         "num_train_epochs": 50, "checkpoint_every": 1, "max_train_samples": 256, "max_eval_samples": 32,
         "per_device_train_batch_size": 64})
-    data = yaml.safe_load(spec.read_text())
-    del data["vision"]["finetuning"]
-    spec.write_text(yaml.safe_dump(data))
     zoo_dir = tmp_path / "zoo"
     _, stages = load_spec(spec)
     (member,) = plan_members(stages)[0].members
