@@ -65,16 +65,18 @@ lock:
 # Newest releases of everything setup.cfg allows; torch too where PyTorch's CPU index (or a GPU) makes that cheap,
 # else the lock's torch (PyPI's newest torch is a multi-GB CUDA build). Untested majors are let through, to be seen.
 LATEST_VENV ?= .venv-latest
-TORCH_LATEST ?= $(if $(or $(HAS_GPU),$(REACHABLE)),torch,$(shell grep -m1 '^torch==' $(LOCK)))
+TORCH_LATEST ?= $(if $(or $(HAS_GPU),$(REACHABLE)),torch>=2,$(shell grep -m1 '^torch==' $(LOCK)))
 
 test-latest:
 	rm -rf $(LATEST_VENV)
 	$(PYTHON) -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/pip install --quiet --upgrade pip
-	$(LATEST_VENV)/bin/pip install --quiet $(PIP_TORCH) "$(TORCH_LATEST)"
-	$(LATEST_VENV)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev]"
+	echo "$(TORCH_LATEST)" > $(LATEST_VENV)/torch-constraint.txt
+	$(LATEST_VENV)/bin/pip install --quiet $(PIP_TORCH) -c $(LATEST_VENV)/torch-constraint.txt \
+		--upgrade --upgrade-strategy eager -e ".[dev]"
 	$(LATEST_VENV)/bin/pip install --quiet --no-deps $(NO_DEPS)
-	ZOO_ALLOW_UNTESTED_VERSIONS=1 $(LATEST_VENV)/bin/python -m zoo.environment --against $(LOCK)
+	ZOO_ALLOW_UNTESTED_VERSIONS=1 $(LATEST_VENV)/bin/python -c \
+		'import sys; from zoo.environment import main; sys.exit(main(sys.argv[1:]))' --against $(LOCK)
 	$(LATEST_VENV)/bin/ruff check $(LINT_PATHS)
 	ZOO_ALLOW_UNTESTED_VERSIONS=1 $(LATEST_VENV)/bin/python $(PYTEST)
 

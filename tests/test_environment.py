@@ -104,3 +104,13 @@ def test_status_warns_once_when_the_running_versions_differ(tmp_path, capsys):
     assert len(err) == 1
     assert err[0].startswith("zoo: 1 of 2 members were trained under other versions")
     assert f"transformers 4.0.0 -> {transformers.__version__}" in err[0]
+
+
+def test_the_drift_report_names_what_differs_from_a_lock(tmp_path, capsys):
+    lock = tmp_path / "x.lock"
+    lock.write_text(f"# comment\ntransformers==0.0.1\n    # via x\ntorch=={environment.installed_versions()['torch']}\n"
+                    "--find-links /nowhere\n")
+    assert environment.main(["--against", str(lock)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"1 package(s) differ from {lock}:"
+    assert out[1].strip() == f"transformers 0.0.1 -> {transformers.__version__}"

@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     """Print how the running environment differs from a lock file, and its untested major versions."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m zoo.environment", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="zoo.environment", description=main.__doc__)
     parser.add_argument("--against", required=True, help="lock file, e.g. requirements/cpu.lock")
     args = parser.parse_args(argv)
     locked = read_lock(args.against)
@@ -170,6 +170,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"untested major version: {line}")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
