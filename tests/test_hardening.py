@@ -444,22 +444,22 @@ def test_progress_ignores_an_earlier_runs_failures_and_reports_this_runs(tmp_pat
 
 
 def _fake_driver(zoo_dir: Path) -> tuple[subprocess.Popen, str]:
-    """A process holding the zoo's lock as `zoo generate` does; returns it and its token."""
+    """A process holding the zoo's lock as `zoo generate` does; returns it and its writer id."""
     driver = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from zoo import layout; lock = layout.ZooLock(sys.argv[1]).acquire(); "
-        "print(lock.token, flush=True); time.sleep(600)"), str(zoo_dir)], stdout=subprocess.PIPE, text=True,
+        "print(lock.writer_id, flush=True); time.sleep(600)"), str(zoo_dir)], stdout=subprocess.PIPE, text=True,
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     return driver, driver.stdout.readline().strip()
 
 
 def test_a_trial_writes_nothing_once_its_driver_is_gone(tmp_path):
     zoo_dir = tmp_path / "zoo"
-    driver, token = _fake_driver(zoo_dir)
+    driver, writer_id = _fake_driver(zoo_dir)
     member = zoo_dir / "vision" / "pretraining" / "m"
     try:
-        assert layout.held_lock_token(zoo_dir) is None and layout.lock_held_by(zoo_dir, token)
+        assert layout.held_writer_id(zoo_dir) is None and layout.lock_held_by(zoo_dir, writer_id)
         assert not layout.lock_held_by(zoo_dir, "someone-else")
-        with layout.WriterGuard(zoo_dir, token, watchdog=False):
+        with layout.WriterGuard(zoo_dir, writer_id, watchdog=False):
             layout.append_result(member, {"epoch": 0})  # the driver holds its lock: writes go through
             driver.kill()
             driver.wait()
@@ -472,12 +472,12 @@ def test_a_trial_writes_nothing_once_its_driver_is_gone(tmp_path):
                 layout.record_failure(member, "RuntimeError: x")
             assert (member / layout.RESULTS).read_bytes() == before
             assert sorted(p.name for p in member.iterdir()) == [layout.RESULTS]  # no checkpoint, no temporaries
-        # a new writer of the zoo: the old token no longer passes, the new one does
+        # a new writer of the zoo: the old writer id no longer passes, the new one does
         with layout.ZooLock(zoo_dir) as lock:
-            assert layout.held_lock_token(zoo_dir) == lock.token and lock.token != token
-            assert not layout.lock_held_by(zoo_dir, token) and layout.lock_held_by(zoo_dir, lock.token)
+            assert layout.held_writer_id(zoo_dir) == lock.writer_id and lock.writer_id != writer_id
+            assert not layout.lock_held_by(zoo_dir, writer_id) and layout.lock_held_by(zoo_dir, lock.writer_id)
             with pytest.raises(layout.WriterGone):
-                with layout.WriterGuard(zoo_dir, token, watchdog=False):
+                with layout.WriterGuard(zoo_dir, writer_id, watchdog=False):
                     pass
         assert not (zoo_dir / layout.LOCK_FILE).exists() and not (zoo_dir / layout.WRITERS_FILE).exists()
         assert layout.check_writer() is None  # outside a guard: no check
@@ -490,14 +490,14 @@ def test_the_next_writer_waits_until_the_trials_of_a_killed_driver_have_ended(tm
     """A trial process writes result lines as fast as it can; its driver is SIGKILLed. The trial's watchdog ends it,
     and the next `ZooLock` returns only once it has ended: from then on nothing in the zoo changes."""
     zoo_dir = tmp_path / "zoo"
-    driver, token = _fake_driver(zoo_dir)
+    driver, writer_id = _fake_driver(zoo_dir)
     member = zoo_dir / "vision" / "pretraining" / "m"
     trial = subprocess.Popen([sys.executable, "-c", (
         "import sys, itertools; from pathlib import Path; from zoo import layout\n"
         "with layout.WriterGuard(sys.argv[1], sys.argv[2], period=0.2):\n"
         "    print('guarded', flush=True)\n"
         "    for epoch in itertools.count():\n"
-        "        layout.append_result(Path(sys.argv[3]), {'epoch': epoch})\n"), str(zoo_dir), token, str(member)],
+        "        layout.append_result(Path(sys.argv[3]), {'epoch': epoch})\n"), str(zoo_dir), writer_id, str(member)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:

@@ -597,9 +597,9 @@ def read_zoo_file(zoo: str | Path) -> dict[str, Any] | None:
 # its flock at once, but Ray ends the driver's trials only 1 to 2.5 s later, and a new `zoo generate` of the same
 # zoo could meanwhile take the lock and train the same members. Three things make that impossible:
 #
-# 1. The driver writes a random token into the lock file. Before every write of the zoo (each atomic rename of a
+# 1. The driver writes a random writer id into the lock file. Before every write of the zoo (each atomic rename of a
 #    result.json, checkpoint, config or error.json, each Trainer state save, each removal) a trial checks that the
-#    lock is still held (an flock test on the lock file fails) and still holds its driver's token; otherwise it
+#    lock is still held (an flock test on the lock file fails) and still holds its driver's writer id; otherwise it
 #    raises `WriterGone` and writes nothing. This works wherever the zoo folder is shared (a parent-death check by
 #    pid would not see a driver on another node), and a lock file that is gone (released) fails the check too.
 # 2. A watchdog thread in each trial makes the same check every 0.5 s and ends the trial process when it fails, so
@@ -611,7 +611,7 @@ def read_zoo_file(zoo: str | Path) -> dict[str, Any] | None:
 
 LOCK_FILE = ".zoo.lock"
 WRITERS_FILE = ".zoo.writers"
-_HELD: dict[str, str] = {}  # zoo folder (resolved) -> token of the ZooLock this process holds on it
+_HELD: dict[str, str] = {}  # zoo folder (resolved) -> writer id of the ZooLock this process holds on it
 
 
 class ZooLockedError(ValueError):
@@ -627,7 +627,7 @@ class ZooLock:
     """An exclusive lock on a zoo folder for one writer (`zoo generate`).
 
     An flock on `<zoo>/.zoo.lock`: the kernel drops it when the holder exits or is killed, so a crashed run
-    leaves no stale lock. The file records the holder's pid and host for the refusal message, and a token that
+    leaves no stale lock. The file records the holder's pid and host for the refusal message, and a writer id that
     the holder's trials check before every write (see above); `acquire` returns once no trial of an earlier run
     is left. The zoo folder is created when missing, and removed again on release if it is still empty.
     """
@@ -635,7 +635,7 @@ class ZooLock:
     def __init__(self, zoo: str | Path, command: str = "zoo generate", wait_for_trials: float = 120.0):
         self.zoo, self.command = Path(zoo), command
         self.path = self.zoo / LOCK_FILE
-        self.token = ""
+        self.writer_id = ""
         self.wait_for_trials = wait_for_trials
         self._fd: int | None = None
         self._created = False
@@ -649,11 +649,12 @@ class ZooLock:
         except OSError as err:
             raise LayoutError(f"{self.zoo}: cannot create the zoo folder ({err.strerror or err})") from None
         fd = self._lock_file()
-        self.token = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(8).hex()}"
+        self.writer_id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(8).hex()}"
         os.ftruncate(fd, 0)
-        os.write(fd, f"{self.command} (pid {os.getpid()} on {socket.gethostname()})\ntoken {self.token}\n".encode())
+        holder = f"{self.command} (pid {os.getpid()} on {socket.gethostname()})"
+        os.write(fd, f"{holder}\nwriter {self.writer_id}\n".encode())
         self._fd = fd
-        _HELD[str(self.zoo.resolve())] = self.token
+        _HELD[str(self.zoo.resolve())] = self.writer_id
         try:
             self._wait_for_trials()
         except BaseException:
@@ -756,13 +757,13 @@ def _remove_writers_file(zoo: Path) -> None:
         os.close(fd)
 
 
-def held_lock_token(zoo: str | Path) -> str | None:
-    """The token of the ZooLock this process holds on `zoo`, None when it holds none."""
+def held_writer_id(zoo: str | Path) -> str | None:
+    """The writer id of the ZooLock this process holds on `zoo`, None when it holds none."""
     return _HELD.get(str(Path(zoo).resolve()))
 
 
-def lock_held_by(zoo: str | Path, token: str) -> bool:
-    """Whether the zoo's lock is held, by the writer whose token is `token` (a cheap check: open, flock, read)."""
+def lock_held_by(zoo: str | Path, writer_id: str) -> bool:
+    """Whether the zoo's lock is held, by the writer `writer_id` (a cheap check: open, flock, read)."""
     try:
         fd = os.open(Path(zoo) / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -773,7 +774,7 @@ def lock_held_by(zoo: str | Path, token: str) -> bool:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return f"token {token}".encode() in os.pread(fd, 4096, 0)  # held: by our driver?
+            return f"writer {writer_id}".encode() in os.pread(fd, 4096, 0)  # held: by our driver?
         except OSError:
             return True  # a file system without flock: cannot tell
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -789,7 +790,7 @@ def check_writer() -> None:
     """Before every write and removal in this module (a no-op outside a guarded trial): when the `zoo generate`
     this process writes for is gone, end the process (a trial's guard) or raise `WriterGone`."""
     guard = _GUARD
-    if guard is not None and not lock_held_by(guard.zoo, guard.token):
+    if guard is not None and not lock_held_by(guard.zoo, guard.writer_id):
         if guard.watchdog:  # a trial: nothing is left for it to do, and ending frees `.zoo.writers` for the next run
             guard.end()
         raise WriterGone(f"the zoo generate that started this trial no longer holds {guard.zoo / LOCK_FILE}: "
@@ -797,13 +798,13 @@ def check_writer() -> None:
 
 
 class WriterGuard:
-    """Held by a trial process while it writes the zoo for the driver whose lock token is `token` (see the comment
+    """Held by a trial process while it writes the zoo for the driver `writer_id` holding the lock (see the comment
     above ZooLock): a shared flock on `.zoo.writers`, the check before every write, and a watchdog that ends the
     process within `period` seconds of its driver's end (a failed check ends it too). `watchdog=False` (tests):
     no thread, and a failed check raises `WriterGone`."""
 
-    def __init__(self, zoo: str | Path, token: str, period: float = 0.5, watchdog: bool = True):
-        self.zoo, self.token, self.period, self.watchdog = Path(zoo), token, period, watchdog
+    def __init__(self, zoo: str | Path, writer_id: str, period: float = 0.5, watchdog: bool = True):
+        self.zoo, self.writer_id, self.period, self.watchdog = Path(zoo), writer_id, period, watchdog
         self._fd: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -828,7 +829,7 @@ class WriterGuard:
 
     def _watch(self) -> None:
         while not self._stop.wait(self.period):
-            if not lock_held_by(self.zoo, self.token):
+            if not lock_held_by(self.zoo, self.writer_id):
                 self.end()
 
     def end(self) -> None:

@@ -543,12 +543,12 @@ def _remove_scratch(storage: Path, name: str) -> None:
             break
 
 
-def _writer_guard(zoo_dir: str, token: str | None, driver_pid: int):
+def _writer_guard(zoo_dir: str, writer_id: str | None, driver_pid: int):
     """What a trial holds while it trains: a `layout.WriterGuard` on its driver's lock (see the comment above
     layout.ZooLock); nothing in the driver itself (Optuna trains there) or without a lock."""
-    if token is None or os.getpid() == driver_pid:
+    if writer_id is None or os.getpid() == driver_pid:
         return contextlib.nullcontext()
-    return layout.WriterGuard(zoo_dir, token)
+    return layout.WriterGuard(zoo_dir, writer_id)
 
 
 def _guarded_trainer_class():
@@ -579,7 +579,7 @@ def _make_trainer_class():
             self.pack_mode = stage.pack_mode if stage is not None else "auto"
             self._member_dir: str | None = None
             # the trials check the driver's lock before every write (see the comment above layout.ZooLock)
-            self.lock_token, self.driver_pid = layout.held_lock_token(zoo_dir), os.getpid()
+            self.writer_id, self.driver_pid = layout.held_writer_id(zoo_dir), os.getpid()
 
         def _plan(self, trial) -> list[PlannedMember]:
             if isinstance(trial, dict):  # Ray: the grid names the member, or the pack
@@ -597,7 +597,7 @@ def _make_trainer_class():
             plans = self._plan(trial)
             zoo_dir = Path(self.zoo_dir)
             self._member_dir = str(zoo_dir / plans[0].relpath())
-            with _writer_guard(self.zoo_dir, self.lock_token, self.driver_pid):
+            with _writer_guard(self.zoo_dir, self.writer_id, self.driver_pid):
                 if len(plans) == 1:
                     return _train_member(self, plans[0], zoo_dir)
                 members = _train_pack(self, plans, zoo_dir, trial["member"])
@@ -948,7 +948,7 @@ def generate(spec_path: str | Path, zoo_dir: str | Path, ray_address: str | None
     resources = dict(spec.get("resources") or {})
     resources = {"cpu": cpus_per_trial or resources.get("cpu", 1), "gpu": gpus_per_trial or resources.get("gpu", 0)}
     with contextlib.ExitStack() as stack:
-        if layout.held_lock_token(zoo_dir) is None:  # called as a library: the lock `zoo generate` takes first
+        if layout.held_writer_id(zoo_dir) is None:  # called as a library: the lock `zoo generate` takes first
             stack.enter_context(layout.ZooLock(zoo_dir, "zoo generate"))
         _generate_stages(spec, str(Path(spec_path).resolve()), stages, zoo_dir, resources, ray_address, modalities,
                          stages_wanted)
