@@ -67,6 +67,12 @@ def build_tokenizer(data_args, vocab_size: int, cache_root: str | Path | None,
         return PreTrainedTokenizerFast.from_pretrained(str(cache))
     tokenizer = train_bpe(texts, vocab_size, scheme)
     if cache is not None:
-        with atomic_dir(cache) as tmp:
-            tokenizer.save_pretrained(str(tmp))
+        try:
+            with atomic_dir(cache) as tmp:
+                tokenizer.save_pretrained(str(tmp))
+        except OSError:
+            # the ranks of a multi-process member train the same tokenizer at once: the one that renamed its folder
+            # last may find the other's in the way; that cache holds this very tokenizer
+            if not (cache / "tokenizer.json").is_file():
+                raise
     return tokenizer
