@@ -131,8 +131,7 @@ def environment_record() -> dict[str, Any]:
 
 def requirements_lines(record: dict[str, Any]) -> list[str]:
     """pip requirement lines that rebuild a recorded environment."""
-    lines = [f"{name}=={version}" for name, version in sorted(record.get("packages", {}).items())]
-    return lines
+    return [f"{name}=={version}" for name, version in sorted(record.get("packages", {}).items())]
 
 
 def differences(recorded: dict[str, str], running: dict[str, str]) -> list[str]:

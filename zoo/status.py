@@ -16,11 +16,14 @@ from zoo import layout
 from zoo.reproduce import version_drift
 
 
-def status_rows(zoo_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per planned member (as recorded in zoo.json when generating) and per other member found on disk."""
+def status_rows(zoo_dir: str | Path, members: list[layout.MemberInfo] | None = None) -> list[dict[str, Any]]:
+    """One row per planned member (as recorded in zoo.json when generating) and per other member found on disk
+    (`members`, when the caller has scanned them already)."""
     zoo_dir = Path(zoo_dir)
     zoo_file = layout.read_zoo_file(zoo_dir) or {}
-    found = {m.relpath: m for m in layout.scan_members(zoo_dir, lenient=True)} if zoo_dir.is_dir() else {}
+    if members is None:
+        members = layout.scan_members(zoo_dir, lenient=True) if zoo_dir.is_dir() else []
+    found = {m.relpath: m for m in members}
     rows = [_row(zoo_dir, p["member"], p["stage"], found.pop(p["member"], None), p["epochs"])
             for p in zoo_file.get("planned", [])]
     rows += [_row(zoo_dir, relpath, member.stage, member, member.planned_epochs) for relpath, member in found.items()]
@@ -89,8 +92,9 @@ def cli_status(args) -> int:
         raise ValueError(f"{zoo_dir}: is a file, not a zoo folder")
     if not zoo_dir.is_dir():
         raise ValueError(f"{zoo_dir}: no such zoo folder")
-    rows = status_rows(zoo_dir)
-    drift = version_drift(layout.scan_members(zoo_dir, lenient=True))
+    members = layout.scan_members(zoo_dir, lenient=True)
+    rows = status_rows(zoo_dir, members)
+    drift = version_drift(members)
     if drift:
         print(drift, file=sys.stderr)
     if args.json:
