@@ -6,6 +6,7 @@ Usage: two_process_worker.py JOBS.json REPORT_DIR. Each job is {"kind", "argv", 
 REPORT_DIR/rank<N>.json: per job its exit code or exception, and how often this process wrote a member's files.
 """
 
+import faulthandler
 import json
 import math
 import os
@@ -21,6 +22,7 @@ from zoo.runs import recipe_main  # noqa: E402
 from zoo.training import Objective  # noqa: E402
 
 writes: Counter = Counter()
+JOB_DEADLINE_S = 240
 
 
 def counting(name):
@@ -63,10 +65,13 @@ def main() -> int:
         if "nan_on_rank" in job:
             poison_rank(job["nan_on_rank"])
         before, start = dict(writes), time.time()
+        # a job that hangs (e.g. the ranks in different collectives) prints every thread's stack and ends the process
+        faulthandler.dump_traceback_later(JOB_DEADLINE_S, exit=True)
         try:
             outcome = recipe_main(job["kind"], [resolve(item) for item in job["argv"]])
         except Exception as err:  # noqa: BLE001 - reported to the test
             outcome = f"{type(err).__name__}: {err}"
+        faulthandler.cancel_dump_traceback_later()
         report.append({"outcome": outcome, "writes": {k: writes[k] - before.get(k, 0) for k in writes},
                        "seconds": round(time.time() - start, 1)})
     out = Path(sys.argv[2]) / f"rank{os.environ['RANK']}.json"

@@ -19,7 +19,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from zoo.runs import Arguments, MemberRun
 
 MODALITIES = ("vision", "language")
-STAGES = ("pretraining", "finetuning")
+PRETRAINING, FINETUNING = "pretraining", "finetuning"
+STAGES = (PRETRAINING, FINETUNING)
 INIT_SCHEMES = ("default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "normal")
 HEADS = ("linear", "mlp")
 OPTIMIZERS = ("adamw", "sgd")
@@ -29,6 +30,16 @@ ALIASES = {"learning_rate": "lr", "weight_decay": "wd", "per_device_train_batch_
            "freeze_encoder": "frozen", "hidden_dropout": "do", "mixup_alpha": "mixup", "cutmix_alpha": "cutmix",
            "random_erasing": "re", "mlm_probability": "mlm"}
 DEFAULT_NAME_FACTORS = ("seed", "learning_rate", "weight_decay", "per_device_train_batch_size")
+
+
+def is_pretraining(stage: str) -> bool:
+    """A stage whose members start from their own initialisation."""
+    return stage == PRETRAINING
+
+
+def is_finetuning(stage: str) -> bool:
+    """A stage whose members start from a parent of the pretraining stage (and live in its folder)."""
+    return stage == FINETUNING
 
 
 class KindError(ValueError):
