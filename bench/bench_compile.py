@@ -4,7 +4,7 @@
     python bench/bench_compile.py --config language/pretrain_tiny.yaml --kind lm-pretrain
 
 Unlike bench_gpu.py this keeps the recipe's data order, last partial batch and per-epoch evaluations, which is
-where a compiled Trainer used to lose time to recompiles.
+where a compiled Trainer can lose time to recompiles.
 """
 
 from __future__ import annotations

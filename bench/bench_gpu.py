@@ -1,7 +1,7 @@
 """One-command throughput benchmark of zoo members against the hardware ceiling, all rows in one run.
 
     python bench/bench_gpu.py                 # one GPU: ViT-S/16 224 px supervised, SimCLR, GPT-2 124M (<= 6 min)
-    python bench/bench_gpu.py --cpu           # the tiny configs on the CPU (this machine)
+    python bench/bench_gpu.py --cpu           # the tiny configs on the CPU
     python bench/bench_gpu.py --cpu --only vit,gpt2 --repeats 3
 
 For each workload it measures, after warm-up steps, in the same process and on the same data:
@@ -323,7 +323,7 @@ def main() -> None:
     print(f"device: {device_name}; torch {torch.__version__}; threads {torch.get_num_threads()}; "
           f"load {load:.1f}; clock {CLOCK.__name__}; warmup {warmup}, timed steps {steps}, repeats {repeats}",
           flush=True)
-    if cpu:  # compile rows on the CPU only when asked (compiling takes minutes on 2 cores)
+    if cpu:  # compile rows on the CPU only when asked (compiling takes minutes on a few cores)
         rows = ["ceiling eager", "objective eager", "plain eager", "trainer eager"]
         if opts.compile:
             rows += ["ceiling compiled", "objective compiled", "plain compiled", "trainer compiled"]

@@ -13,7 +13,7 @@ device synchronisation. Rows, in images per second summed over members:
 - **ceiling**: the stock model alone at batch K x batch (what one big model does with the same number of images);
 - **evaluation**: the K members' forward on one test batch, member after member against one vmapped pass (what a
   pack's epoch-end evaluation runs).
-The headline is the ratio pack / one by one (the target for K = 32 on a GPU is 10x or more).
+The headline is the ratio pack / one by one.
 """
 
 from __future__ import annotations

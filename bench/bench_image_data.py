@@ -6,7 +6,7 @@ A CIFAR-like local data set (RGB PNGs, `--size` px, made from the embedded digit
 members of a zoo read it for one epoch each: the per-batch path (PIL decode and resize to the model's size in the
 DataLoader, as `load_images` does without a cache) against `decode_once` (the first member decodes into the zoo's
 cache at the native size; every member then takes batches as one index into whole tensors, which the trainer's
-augmentation resizes on the device). Wall time on this machine, side by side in one run; no model step.
+augmentation resizes on the device). Wall time, side by side in one run; no model step.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ with `from_pretrained` by revision and by subfolder, `zoo verify --no-download` 
     python bench/bench_publish.py --members 500 --work /tmp/zoo-bench
 
 Each step runs in its own process: the report gives its wall time and peak RSS (the server runs in a process of its
-own, so its memory is not counted). Numbers go into docs/benchmarks.md, not into tests.
+own, so its memory is not counted). No test asserts these numbers.
 """
 
 from __future__ import annotations

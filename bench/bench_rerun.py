@@ -3,7 +3,7 @@
     python bench/bench_rerun.py --zoo-dir zoos/quickstart                  # after `make demo`
     python bench/bench_rerun.py --zoo-dir /tmp/qs --spec recipes/configs/zoos/quickstart.yaml --runs 3
 
-Generates the zoo first when it is missing (not timed), then times `--runs` reruns. A complete zoo should cost
+Generates the zoo first when it is missing (not timed), then times `--runs` reruns. On a complete zoo a rerun does
 only the spec check and the status scan: no data preparation, no Ray. It prints times; no test asserts them.
 """
 

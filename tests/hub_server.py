@@ -1,10 +1,10 @@
-"""A stand-in for the Hugging Face Hub's HTTP API, for tests (stdlib only).
+"""A stand-in for the Hugging Face Hub's HTTP API, for tests (stdlib and PyYAML).
 
 It speaks what huggingface_hub 2.4 (uploads with Xet disabled, downloads, tree/paths-info listings), datasets 5.2
-(`load_dataset`, streaming included) and transformers 5.24 (`from_pretrained`) call; see
-shared/notes/hub-http-api.md. Repos live in memory with a commit history (one sha per commit, branches pointing at
-commits). Every request is logged in `requests`; a route the server does not know answers 404 and is recorded in
-`unknown_routes`, so a client upgrade that needs a new endpoint fails a test instead of passing silently.
+(`load_dataset`, streaming included) and transformers 5.24 (`from_pretrained`) call. Repos live in memory with a commit
+history (one sha per commit, branches pointing at commits). Every request is logged in `requests`; a route the server
+does not know answers 404 and is recorded in `unknown_routes`, so a client upgrade that needs a new endpoint fails a
+test instead of passing silently.
 
 Rate limiting as the Hub answers it: `fail_next(route, 429, retry_after=...)` (one shot) and `throttle(every=N)`
 (every Nth request of the given routes) answer HTTP 429 with a `Retry-After` header; `request_log` records when each
@@ -119,6 +119,35 @@ def _front_matter(text: str) -> tuple[Any, str | None]:
         return None, f"YAML metadata is not valid YAML: {err}"
 
 
+def _is_string_or_strings(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
+def _is_data_files_entry(split: Any) -> bool:
+    """A `data_files` entry: a path, or a mapping with a `split` name and a `path` (or list of paths)."""
+    return isinstance(split, str) or (isinstance(split, dict) and isinstance(split.get("split"), str)
+                                      and isinstance(split.get("path"), (str, list)))
+
+
+def _configs_errors(configs: Any) -> list[str]:
+    """The checks of a dataset card's `configs`: a list of uniquely named configs with well-formed `data_files`."""
+    if not isinstance(configs, list):
+        return ['"configs" must be a list']
+    errors, names = [], set()
+    for config in configs:
+        if not isinstance(config, dict) or not isinstance(config.get("config_name"), str):
+            errors.append('"configs" entries need a "config_name" string')
+            continue
+        if config["config_name"] in names:
+            errors.append(f'"configs": duplicate config_name {config["config_name"]!r}')
+        names.add(config["config_name"])
+        files = config.get("data_files")
+        splits = files if isinstance(files, list) else [files]
+        errors += [f'"configs": config {config["config_name"]!r} has malformed "data_files"'
+                   for split in splits if not _is_data_files_entry(split)]
+    return errors
+
+
 def _yaml_errors(metadata: Any, repo_type: str) -> list[str]:
     """A few of the Hub's metadata checks: the ones our cards could get wrong."""
     if metadata is None:
@@ -130,29 +159,10 @@ def _yaml_errors(metadata: Any, repo_type: str) -> list[str]:
         errors.append('"license" must be a string')
     for key in ("tags", "datasets", "base_model"):
         value = metadata.get(key)
-        if value is not None and not (isinstance(value, str) or
-                                      (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+        if value is not None and not _is_string_or_strings(value):
             errors.append(f'"{key}" must be a string or a list of strings')
     if repo_type == "dataset":
-        configs = metadata.get("configs", [])
-        if not isinstance(configs, list):
-            errors.append('"configs" must be a list')
-            configs = []
-        names = set()
-        for config in configs:
-            if not isinstance(config, dict) or not isinstance(config.get("config_name"), str):
-                errors.append('"configs" entries need a "config_name" string')
-                continue
-            if config["config_name"] in names:
-                errors.append(f'"configs": duplicate config_name {config["config_name"]!r}')
-            names.add(config["config_name"])
-            files = config.get("data_files")
-            splits = files if isinstance(files, list) else [files]
-            for split in splits:
-                ok = isinstance(split, str) or (isinstance(split, dict) and isinstance(split.get("split"), str)
-                                                and isinstance(split.get("path"), (str, list)))
-                if not ok:
-                    errors.append(f'"configs": config {config["config_name"]!r} has malformed "data_files"')
+        errors += _configs_errors(metadata.get("configs", []))
     return errors
 
 
@@ -672,49 +682,62 @@ class _Handler(BaseHTTPRequestHandler):
             self.state.lfs_uploads.append(oid)
         self._send(200, b"")
 
-    def h_commit(self, t: str, ns: str, name: str, rev: str) -> None:
+    def _commit_payload(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """A commit request's header and its operation lines (NDJSON)."""
         self._require_token()
         if self._flag("create_pr"):
             raise HubError(400, "pull requests are not supported by the test server")
         lines = [json.loads(line) for line in self.body.splitlines() if line.strip()]
         if not lines or lines[0].get("key") != "header":
             raise HubError(400, "commit payload must start with a header line")
-        header = lines[0]["value"]
+        return lines[0]["value"], lines[1:]
+
+    @staticmethod
+    def _branch_head(repo: Repo, rev: str, wanted: str | None) -> Commit:
+        """The commit branch `rev` points at, which must be `wanted` (a sha prefix) when given."""
+        if rev not in repo.branches:
+            raise HubError(404, f"Invalid rev id: {rev}", "RevisionNotFound")
+        parent = repo.commits[repo.branches[rev]]
+        if wanted and not parent.sha.startswith(wanted):
+            raise HubError(412, f"parent commit {wanted} is not the head of {rev} ({parent.sha})")
+        return parent
+
+    def _apply_operation(self, files: dict[str, Entry], key: str | None, value: dict[str, Any]) -> None:
+        """Apply one commit operation (`file`, `lfsFile`, `deletedFile`, `deletedFolder`) to `files`."""
+        path = value.get("path", "")
+        if key == "file":
+            files[path] = Entry.make(base64.b64decode(value["content"]), lfs=False)
+        elif key == "lfsFile":
+            data = self.state.lfs_objects.get(value["oid"])
+            if data is None:
+                raise HubError(400, f"LFS object {value['oid']} for {path} was never uploaded")
+            files[path] = Entry.make(data, lfs=True)
+        elif key == "deletedFile":
+            if files.pop(path, None) is None:
+                raise HubError(404, f"A file with this name doesn't exist: {path}", "EntryNotFound")
+        elif key == "deletedFolder":
+            prefix = path.rstrip("/") + "/"
+            gone = [p for p in files if p.startswith(prefix)]
+            if not gone:
+                raise HubError(404, f"A folder with this name doesn't exist: {path}", "EntryNotFound")
+            for p in gone:
+                del files[p]
+        else:
+            raise HubError(400, f"unknown commit operation {key!r}")
+
+    def h_commit(self, t: str, ns: str, name: str, rev: str) -> None:
+        header, operations = self._commit_payload()
         if self.state.commit_delay:
             time.sleep(self.state.commit_delay)
         with self.state.lock:
             repo = self._repo(t, ns, name)
-            if rev not in repo.branches:
-                raise HubError(404, f"Invalid rev id: {rev}", "RevisionNotFound")
-            parent = repo.commits[repo.branches[rev]]
-            wanted = header.get("parentCommit")
-            if wanted and not parent.sha.startswith(wanted):
-                raise HubError(412, f"parent commit {wanted} is not the head of {rev} ({parent.sha})")
+            parent = self._branch_head(repo, rev, header.get("parentCommit"))
             files = dict(parent.files)
             touched = []
-            for line in lines[1:]:
-                key, value = line.get("key"), line.get("value", {})
-                path = value.get("path", "")
-                touched.append(path)
-                if key == "file":
-                    files[path] = Entry.make(base64.b64decode(value["content"]), lfs=False)
-                elif key == "lfsFile":
-                    data = self.state.lfs_objects.get(value["oid"])
-                    if data is None:
-                        raise HubError(400, f"LFS object {value['oid']} for {path} was never uploaded")
-                    files[path] = Entry.make(data, lfs=True)
-                elif key == "deletedFile":
-                    if files.pop(path, None) is None:
-                        raise HubError(404, f"A file with this name doesn't exist: {path}", "EntryNotFound")
-                elif key == "deletedFolder":
-                    prefix = path.rstrip("/") + "/"
-                    gone = [p for p in files if p.startswith(prefix)]
-                    if not gone:
-                        raise HubError(404, f"A folder with this name doesn't exist: {path}", "EntryNotFound")
-                    for p in gone:
-                        del files[p]
-                else:
-                    raise HubError(400, f"unknown commit operation {key!r}")
+            for line in operations:
+                value = line.get("value", {})
+                touched.append(value.get("path", ""))
+                self._apply_operation(files, line.get("key"), value)
             sha = self.state.next_sha(repo.repo_type, repo.repo_id, header.get("summary", ""))
             repo.commits[sha] = Commit(sha, parent.sha, header.get("summary", ""), _now(), files)
             repo.branches[rev] = sha

@@ -745,7 +745,7 @@ def test_local_dir_on_a_full_disk_leaves_nothing_that_looks_published(zoo, tmp_p
     calls = _fill_disk_after(monkeypatch, 0)  # a republish with branches has new files to write: the first fails
     code, _, err = run(capsys, "publish", str(zoo), "--repo-id", REPO, "--local-dir", str(out), "--branches")
     assert code == 2 and len(calls) == 1 and "No space left on device" in _error_lines(err)[0]
-    assert _snapshot(out) == before  # the earlier publish is untouched: same files, same bytes, no leftovers
+    assert _snapshot(out) == before  # the first publish is untouched: same files, same bytes, no leftovers
     assert sorted(p.name for p in out.iterdir()) == ["dataset", "models"]
     monkeypatch.undo()
     code, stdout, _ = run(capsys, "verify", str(out))
@@ -755,8 +755,8 @@ def test_local_dir_on_a_full_disk_leaves_nothing_that_looks_published(zoo, tmp_p
 def test_local_dir_write_failure_from_the_kernel_is_one_line(zoo, tmp_path):
     """A real failed write: under RLIMIT_FSIZE the kernel fails every write past the limit (EFBIG). The limit lets
     every model file through, so all of models/ gets written; the `weights` table (every checkpoint's parameters)
-    is larger, so the publish fails after the models, where a full disk used to leave a models folder without a
-    manifest."""
+    is larger, so the publish fails after the models: the error names the file and nothing is left in --local-dir,
+    no models folder without a manifest."""
     import subprocess
     import sys
 

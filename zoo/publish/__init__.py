@@ -23,13 +23,14 @@ folder holds a row's model repo, so `from_pretrained(<dir>/<local_folder>, subfo
 docs/publishing.md). `zoo verify` checks the commits the tables pin and the heads a reader gets without a revision.
 
 Modules: `stage` (what is published, and where), `tables`, `plots`, `cards` (cards and manifest), `push` (the
-local-folder and Hub targets behind one interface, and `sync`), `scratch` (the staging and partial folders, named
-after host and pid), `publisher` (`publish`), `verify`.
+local-folder and Hub targets behind one interface, and `sync`), `budget` (the Hub request budget), `scratch` (the
+staging and partial folders, named after host and pid), `publisher` (`publish`), `verify`.
 """
 
+from zoo.publish.budget import RequestBudget
 from zoo.publish.common import FileRecord, check_repo_id, default_model_repo_id
 from zoo.publish.publisher import PublishReport, cli_publish, publish
-from zoo.publish.push import HubTarget, LocalTarget, RequestBudget, Target, sync
+from zoo.publish.push import HubTarget, LocalTarget, Target, sync
 from zoo.publish.scratch import LocalPublish, remove_stale_staging
 from zoo.publish.stage import Selected, checkpoint_files, plan_layout, ref_name, select_members, shard_folders
 from zoo.publish.tables import build_tables, num_parameters, typed_column, write_parquet, write_weight_tables

@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from zoo import __version__, layout
+from zoo import __version__, kinds, layout
 from zoo.publish.common import MANIFEST_FORMAT, FileRecord
 from zoo.publish.stage import ModelRepo, Placed, Selected
 from zoo.publish.tables import sort_label, text_value
@@ -56,7 +56,7 @@ def _grid(selected: list[Selected]) -> dict[str, list[str]]:
 
 def _counts(selected: list[Selected]) -> list[dict[str, Any]]:
     counts = Counter((item.member.modality, item.member.stage, item.member.state) for item in selected)
-    order = {name: pos for pos, name in enumerate(layout.MODALITIES + layout.STAGES + layout.STATES)}
+    order = {name: pos for pos, name in enumerate(kinds.MODALITIES + kinds.STAGES + layout.STATES)}
     return [{"modality": m, "stage": s, "state": st, "count": n}
             for (m, s, st), n in sorted(counts.items(), key=lambda kv: tuple(order.get(k, 99) for k in kv[0]))]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo import layout
+from zoo import kinds
 from zoo.publish.common import PLOTS_DIR
 from zoo.publish.stage import Selected
 from zoo.publish.tables import sort_label, text_value
@@ -69,8 +69,8 @@ def render_plots(selected: list[Selected], max_factors: int = 6) -> list[dict[st
 
     summaries = _summaries(selected)
     plots = []
-    for modality in layout.MODALITIES:
-        for stage in layout.STAGES:
+    for modality in kinds.MODALITIES:
+        for stage in kinds.STAGES:
             group = [s for s in summaries if s["modality"] == modality and s["stage"] == stage and s["metric"]]
             if not group:
                 continue

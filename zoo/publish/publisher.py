@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo import layout
+from zoo import kinds
+from zoo.publish.budget import RequestBudget
 from zoo.publish.cards import render_dataset_card, render_model_card, zoo_card_info
 from zoo.publish.common import (
     CARD,
@@ -30,7 +31,7 @@ from zoo.publish.common import (
     write_file,
 )
 from zoo.publish.plots import render_plots
-from zoo.publish.push import HubTarget, LocalTarget, RequestBudget, Target, Upload, not_gitattributes, sync
+from zoo.publish.push import HubTarget, LocalTarget, Target, Upload, not_gitattributes, sync
 from zoo.publish.scratch import DATASET_FOLDER, LocalPublish, staging_folder
 from zoo.publish.stage import ModelRepo, Selected, hash_checkpoints, plan_layout, select_members
 from zoo.publish.tables import build_tables, write_parquet, write_weight_tables
@@ -56,7 +57,7 @@ class PublishReport:
 
 
 def _model_owned(path: str) -> bool:
-    return path.split("/")[0] in layout.MODALITIES
+    return path.split("/")[0] in kinds.MODALITIES
 
 
 def _dataset_owned(path: str) -> bool:

@@ -18,9 +18,7 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from zoo import layout
-from zoo.cli_types import parse_request_budget
+from zoo.publish.budget import RequestBudget, budgeted_session
 from zoo.publish.common import GITATTRIBUTES, FileRecord, hf_error, hub_errors, record_of_file
 
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
@@ -224,60 +222,6 @@ class LocalTarget(Target):
 # ---------------------------------------------------------------- the Hub
 
 
-class RequestBudget:
-    """At most `requests` HTTP requests in any `seconds`-long window: `spend()` waits until one more fits."""
-
-    def __init__(self, requests: int, seconds: float) -> None:
-        if requests < 1 or seconds <= 0:
-            raise ValueError(f"--request-budget {requests}/{seconds}: needs at least 1 request per positive window")
-        self.requests, self.seconds = requests, seconds
-        self.sent: deque[float] = deque()
-        self.lock = threading.Lock()
-        self.waited = 0.0
-
-    @classmethod
-    def parse(cls, text: str) -> RequestBudget:
-        """`N/SECONDS`, e.g. `1000/300` (the Hub's free-account API limit per 5 minutes)."""
-        return cls(*parse_request_budget(text))
-
-    def spend(self) -> None:
-        with self.lock:
-            while True:
-                now = time.monotonic()
-                while self.sent and now - self.sent[0] >= self.seconds:
-                    self.sent.popleft()
-                if len(self.sent) < self.requests:
-                    self.sent.append(now)
-                    return
-                pause = self.seconds - (now - self.sent[0]) + 1e-3
-                self.waited += pause
-                time.sleep(pause)
-
-
-@contextmanager
-def _budgeted_session(budget: RequestBudget | None) -> Iterator[None]:
-    """Route every request of huggingface_hub's shared HTTP client through `budget` for the duration."""
-    if budget is None:
-        yield
-        return
-    from huggingface_hub.utils import _http, set_client_factory
-
-    previous = getattr(_http, "_GLOBAL_CLIENT_FACTORY", _http.default_client_factory)
-
-    def factory() -> Any:
-        client = previous()
-        hooks = dict(client.event_hooks)
-        hooks["request"] = [*hooks.get("request", []), lambda request: budget.spend()]
-        client.event_hooks = hooks
-        return client
-
-    set_client_factory(factory)
-    try:
-        yield
-    finally:
-        set_client_factory(previous)
-
-
 def _retry_after(err: Exception) -> float | None:
     response = getattr(err, "response", None)
     value = response.headers.get("Retry-After") if response is not None else None
@@ -337,7 +281,7 @@ class HubTarget(Target):
         quiet = are_progress_bars_disabled()
         disable_progress_bars()
         try:
-            with _budgeted_session(self.budget):
+            with budgeted_session(self.budget):
                 yield
         finally:
             if not quiet:

@@ -182,26 +182,34 @@ def shard_folders(relpaths: list[str], max_entries: int) -> dict[str, str]:
     return out
 
 
-def plan_layout(selected: list[Selected], model_repo_id: str, *, max_repo_files: int, max_folder_entries: int,
-                branches: bool) -> list[ModelRepo]:
-    """Assign every published checkpoint a repo, a subfolder and (with `branches`) a ref."""
+_Sources = dict[int, dict[str, Path]]  # a member's publishable files: epoch -> name in the checkpoint -> source
+
+
+def _check_limits(max_repo_files: int, max_folder_entries: int) -> None:
     if not 2 < max_repo_files < HUB_MAX_FILES:
         raise ValueError(f"--max-repo-files {max_repo_files}: must be between 3 and {HUB_MAX_FILES - 1}")
     if not 2 < max_folder_entries < HUB_MAX_FOLDER_ENTRIES:
         raise ValueError(f"--max-folder-entries {max_folder_entries}: must be between 3 and "
                          f"{HUB_MAX_FOLDER_ENTRIES - 1}")
-    sources: list[tuple[Selected, dict[int, dict[str, Path]]]] = []
-    for item in selected:
-        by_epoch = {}
-        for epoch in item.epochs:
-            folder = item.member.checkpoint_dir(epoch)
-            by_epoch[epoch] = {name: folder / name for name in checkpoint_files(folder)}
-        sources.append((item, by_epoch))
-        if len(item.epochs) > max_folder_entries:
-            raise ValueError(f"{item.relpath}: {len(item.epochs)} checkpoints, more than --max-folder-entries "
-                             f"{max_folder_entries}")
-    capacity = max_repo_files - 2  # README.md and .gitattributes
-    counts = [sum(len(files) for files in by_epoch.values()) for _, by_epoch in sources]
+
+
+def _member_sources(item: Selected, max_folder_entries: int) -> _Sources:
+    """The publishable files of each of a member's checkpoints; a ValueError when its checkpoints alone would fill
+    more than one folder."""
+    by_epoch = {}
+    for epoch in item.epochs:
+        folder = item.member.checkpoint_dir(epoch)
+        by_epoch[epoch] = {name: folder / name for name in checkpoint_files(folder)}
+    if len(item.epochs) > max_folder_entries:
+        raise ValueError(f"{item.relpath}: {len(item.epochs)} checkpoints, more than --max-folder-entries "
+                         f"{max_folder_entries}")
+    return by_epoch
+
+
+def _group_members(selected: list[Selected], counts: list[int], max_repo_files: int) -> list[list[int]]:
+    """Consecutive members (by index) grouped so that no group has more files than a repo holds besides its README
+    and .gitattributes."""
+    capacity = max_repo_files - 2
     groups: list[list[int]] = [[]]
     used = 0
     for index, count in enumerate(counts):
@@ -213,19 +221,34 @@ def plan_layout(selected: list[Selected], model_repo_id: str, *, max_repo_files:
             used = 0
         groups[-1].append(index)
         used += count
+    return groups
+
+
+def _place_group(repo: ModelRepo, members: list[tuple[Selected, _Sources]], max_folder_entries: int,
+                 branches: bool) -> None:
+    """Add the checkpoints of `members` to `repo`, at sharded subfolders and (with `branches`) on their refs."""
+    paths = shard_folders([item.relpath for item, _ in members], max_folder_entries)
+    refs: set[str] = set()
+    for item, by_epoch in members:
+        for epoch in item.epochs:
+            repo.checkpoints.append(Placed(
+                item.member, epoch, repo.repo_id, f"{paths[item.relpath]}/{layout.checkpoint_name(epoch)}",
+                ref_name(item.relpath, epoch, refs) if branches else None, by_epoch[epoch]))
+
+
+def plan_layout(selected: list[Selected], model_repo_id: str, *, max_repo_files: int, max_folder_entries: int,
+                branches: bool) -> list[ModelRepo]:
+    """Assign every published checkpoint a repo, a subfolder and (with `branches`) a ref."""
+    _check_limits(max_repo_files, max_folder_entries)
+    sources = [(item, _member_sources(item, max_folder_entries)) for item in selected]
+    counts = [sum(len(files) for files in by_epoch.values()) for _, by_epoch in sources]
+    groups = _group_members(selected, counts, max_repo_files)
     sharded = len(groups) > 1
     repos = []
     for number, group in enumerate(groups):
-        repo_id = f"{model_repo_id}-{number:02d}" if sharded else model_repo_id
-        repo = ModelRepo(repo_id, f"models-{number:02d}" if sharded else "models")
-        paths = shard_folders([sources[index][0].relpath for index in group], max_folder_entries)
-        refs: set[str] = set()
-        for index in group:
-            item, by_epoch = sources[index]
-            for epoch in item.epochs:
-                repo.checkpoints.append(Placed(
-                    item.member, epoch, repo_id, f"{paths[item.relpath]}/{layout.checkpoint_name(epoch)}",
-                    ref_name(item.relpath, epoch, refs) if branches else None, by_epoch[epoch]))
+        repo = ModelRepo(f"{model_repo_id}-{number:02d}" if sharded else model_repo_id,
+                         f"models-{number:02d}" if sharded else "models")
+        _place_group(repo, [sources[index] for index in group], max_folder_entries, branches)
         repos.append(repo)
     return repos
 

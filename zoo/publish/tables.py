@@ -11,7 +11,7 @@ from typing import Any
 
 from zoo import layout
 from zoo.publish.common import DATA_DIR, tqdm_bar, with_path
-from zoo.publish.stage import ModelRepo, Selected
+from zoo.publish.stage import ModelRepo, Placed, Selected
 
 WEIGHTS_MAX_PARAMS = 10_000_000  # --with-weights is for small models: one row holds a whole checkpoint
 WEIGHTS_SHARD_BYTES = 256 * 1024 * 1024
@@ -100,54 +100,84 @@ def num_parameters(weights: str | Path) -> int:
     return total
 
 
-def build_tables(selected: list[Selected], repos: list[ModelRepo], heads: dict[str, str]) -> dict[str, Any]:
-    """The `members`, `checkpoints` and `metrics` tables (pyarrow), rows in zoo order. `heads` gives each model
-    repo's commit (or branch, for a local folder) that holds the checkpoints at their subfolders; `local_folder` is
-    the model repo's folder in a `--local-dir` publish (`models`, or `models-00`, ... when the zoo is sharded)."""
-    placed = {(cp.member.relpath, cp.epoch): cp for repo in repos for cp in repo.checkpoints}
-    local_folder = {repo.repo_id: repo.local_folder for repo in repos}
-    members = [item.member for item in selected]
-    factor_keys: dict[str, None] = {}
+_MEMBER_FIXED = ["member", "member_path", "modality", "stage", "kind", "state", "parent_member", "parent_path",
+                 "parent_checkpoint"]
+_MEMBER_TAIL = ["epochs", "last_epoch", "num_checkpoints", "model_repo", "local_folder", "last_checkpoint",
+                "num_params", "metric", "metric_value"]
+_CHECKPOINT_FIXED = ["member", "member_path", "modality", "stage", "epoch", "checkpoint", "is_last", "model_repo",
+                     "subfolder", "revision", "subfolder_revision", "local_folder", "weights_size", "weights_sha256"]
+_CURVE_FIXED = ["member", "member_path", "modality", "stage", "epoch"]
+_Placements = dict[tuple[str, int], Placed]  # (member path, epoch) -> where that checkpoint is published
+
+
+def _columns(names: Iterable[str]) -> dict[str, list[Any]]:
+    return {name: [] for name in names}
+
+
+def _append_row(columns: dict[str, list[Any]], values: dict[str, Any]) -> None:
+    for name, column in columns.items():
+        column.append(values[name])
+
+
+def _member_identity(member: layout.MemberInfo) -> dict[str, Any]:
+    """The columns every table starts with."""
+    return {"member": member.name, "member_path": member.relpath, "modality": member.modality,
+            "stage": member.stage}
+
+
+def _factor_keys(members: Iterable[layout.MemberInfo]) -> list[str]:
+    """Every generating factor of every member, as first seen."""
+    seen: dict[str, None] = {}
     for member in members:
         for key in member.factors:
-            factor_keys.setdefault(str(key), None)
-    result_keys = _result_keys(members)
+            seen.setdefault(str(key), None)
+    return list(seen)
 
-    fixed = ["member", "member_path", "modality", "stage", "kind", "state", "parent_member", "parent_path",
-             "parent_checkpoint"]
-    tail = ["epochs", "last_epoch", "num_checkpoints", "model_repo", "local_folder", "last_checkpoint", "num_params",
-            "metric", "metric_value"]
-    factor_cols = {key: _free_name(key, fixed + tail, "factor_") for key in factor_keys}
-    taken = set(fixed + tail + list(factor_cols.values()))
+
+def _member_values(item: Selected, last: Placed | None, local_folder: dict[str, str]) -> dict[str, Any]:
+    """A `members` row's fixed columns; `last` is the member's last published checkpoint."""
+    member = item.member
+    parent = member.parent or {}
+    final = member.last_result or {}
+    return {
+        **_member_identity(member), "kind": member.config.get("kind"), "state": member.state,
+        "parent_member": parent.get("member"), "parent_path": parent.get("path"),
+        "parent_checkpoint": parent.get("checkpoint"), "epochs": member.planned_epochs,
+        "last_epoch": final.get("epoch"), "num_checkpoints": len(item.epochs),
+        "model_repo": last.repo if last else None, "local_folder": local_folder[last.repo] if last else None,
+        "last_checkpoint": last.subfolder if last else None,
+        "num_params": num_parameters(last.sources[layout.WEIGHTS]) if last else None,
+        "metric": member.metric, "metric_value": member.final_metric(),
+        "config": json.dumps(member.config, sort_keys=True, default=str),
+    }
+
+
+def _members_table(selected: list[Selected], placed: _Placements, local_folder: dict[str, str],
+                   result_keys: list[str]) -> Any:
+    """One row per member: identity, parent, factors (as `factor_<key>` where a name is taken), last checkpoint
+    and final results (as `final_<key>` where taken)."""
+    factor_cols = {key: _free_name(key, _MEMBER_FIXED + _MEMBER_TAIL, "factor_")
+                   for key in _factor_keys(item.member for item in selected)}
+    taken = set(_MEMBER_FIXED + _MEMBER_TAIL + list(factor_cols.values()))
     final_cols = {key: _free_name(key, taken, "final_") for key in result_keys}
-    member_cols: dict[str, list[Any]] = {name: [] for name in fixed + list(factor_cols.values())}
-    member_cols.update({name: [] for name in tail + list(final_cols.values()) + ["config"]})
+    columns = _columns(_MEMBER_FIXED + list(factor_cols.values()) + _MEMBER_TAIL + list(final_cols.values())
+                       + ["config"])
     for item in selected:
         member = item.member
-        parent = member.parent or {}
         final = member.last_result or {}
         last = placed[(member.relpath, item.epochs[-1])] if item.epochs else None
-        values = {
-            "member": member.name, "member_path": member.relpath, "modality": member.modality,
-            "stage": member.stage, "kind": member.config.get("kind"), "state": member.state,
-            "parent_member": parent.get("member"), "parent_path": parent.get("path"),
-            "parent_checkpoint": parent.get("checkpoint"), "epochs": member.planned_epochs,
-            "last_epoch": final.get("epoch"), "num_checkpoints": len(item.epochs),
-            "model_repo": last.repo if last else None, "local_folder": local_folder[last.repo] if last else None,
-            "last_checkpoint": last.subfolder if last else None,
-            "num_params": num_parameters(last.sources[layout.WEIGHTS]) if last else None,
-            "metric": member.metric, "metric_value": member.final_metric(),
-            "config": json.dumps(member.config, sort_keys=True, default=str),
-        }
+        values = _member_values(item, last, local_folder)
         values.update({column: member.factors.get(key) for key, column in factor_cols.items()})
         values.update({column: final.get(key) for key, column in final_cols.items()})
-        for name, column in member_cols.items():
-            column.append(values[name])
+        _append_row(columns, values)
+    return _table(columns)
 
-    ckpt_fixed = ["member", "member_path", "modality", "stage", "epoch", "checkpoint", "is_last", "model_repo",
-                  "subfolder", "revision", "subfolder_revision", "local_folder", "weights_size", "weights_sha256"]
-    metric_cols = {key: _free_name(key, ckpt_fixed, "metric_") for key in result_keys}
-    ckpt_cols: dict[str, list[Any]] = {name: [] for name in ckpt_fixed + list(metric_cols.values())}
+
+def _checkpoints_table(selected: list[Selected], placed: _Placements, heads: dict[str, str],
+                       local_folder: dict[str, str], result_keys: list[str]) -> Any:
+    """One row per published checkpoint: where it lives, its weights file and its epoch's results."""
+    metric_cols = {key: _free_name(key, _CHECKPOINT_FIXED, "metric_") for key in result_keys}
+    columns = _columns(_CHECKPOINT_FIXED + list(metric_cols.values()))
     for item in selected:
         member, by_epoch = item.member, _results_by_epoch(item.member)
         for epoch in item.epochs:
@@ -155,30 +185,40 @@ def build_tables(selected: list[Selected], repos: list[ModelRepo], heads: dict[s
             weights = cp.records[layout.WEIGHTS]
             row = by_epoch.get(epoch, {})
             values = {
-                "member": member.name, "member_path": member.relpath, "modality": member.modality,
-                "stage": member.stage, "epoch": epoch, "checkpoint": layout.checkpoint_name(epoch),
+                **_member_identity(member), "epoch": epoch, "checkpoint": layout.checkpoint_name(epoch),
                 "is_last": epoch == item.epochs[-1], "model_repo": cp.repo, "subfolder": cp.subfolder,
                 "revision": cp.ref or heads[cp.repo], "subfolder_revision": heads[cp.repo],
                 "local_folder": local_folder[cp.repo],
                 "weights_size": weights.size, "weights_sha256": weights.sha256,
             }
             values.update({column: row.get(key) for key, column in metric_cols.items()})
-            for name, column in ckpt_cols.items():
-                column.append(values[name])
+            _append_row(columns, values)
+    return _table(columns)
 
-    curve_fixed = ["member", "member_path", "modality", "stage", "epoch"]
-    curve_cols_map = {key: _free_name(key, curve_fixed, "metric_") for key in result_keys}
-    curve_cols: dict[str, list[Any]] = {name: [] for name in curve_fixed + list(curve_cols_map.values())}
+
+def _metrics_table(selected: list[Selected], result_keys: list[str]) -> Any:
+    """One row per member and result.json epoch: the learning curves."""
+    metric_cols = {key: _free_name(key, _CURVE_FIXED, "metric_") for key in result_keys}
+    columns = _columns(_CURVE_FIXED + list(metric_cols.values()))
     for item in selected:
         member = item.member
         for epoch, row in sorted(_results_by_epoch(member).items()):
-            values = {"member": member.name, "member_path": member.relpath, "modality": member.modality,
-                      "stage": member.stage, "epoch": epoch}
-            values.update({column: row.get(key) for key, column in curve_cols_map.items()})
-            for name, column in curve_cols.items():
-                column.append(values[name])
+            values = {**_member_identity(member), "epoch": epoch}
+            values.update({column: row.get(key) for key, column in metric_cols.items()})
+            _append_row(columns, values)
+    return _table(columns)
 
-    return {"members": _table(member_cols), "checkpoints": _table(ckpt_cols), "metrics": _table(curve_cols)}
+
+def build_tables(selected: list[Selected], repos: list[ModelRepo], heads: dict[str, str]) -> dict[str, Any]:
+    """The `members`, `checkpoints` and `metrics` tables (pyarrow), rows in zoo order. `heads` gives each model
+    repo's commit (or branch, for a local folder) that holds the checkpoints at their subfolders; `local_folder` is
+    the model repo's folder in a `--local-dir` publish (`models`, or `models-00`, ... when the zoo is sharded)."""
+    placed = {(cp.member.relpath, cp.epoch): cp for repo in repos for cp in repo.checkpoints}
+    local_folder = {repo.repo_id: repo.local_folder for repo in repos}
+    result_keys = _result_keys(item.member for item in selected)
+    return {"members": _members_table(selected, placed, local_folder, result_keys),
+            "checkpoints": _checkpoints_table(selected, placed, heads, local_folder, result_keys),
+            "metrics": _metrics_table(selected, result_keys)}
 
 
 def _read_flat(weights: Path) -> tuple[Any, list[dict[str, Any]]]:
@@ -216,19 +256,29 @@ def _read_bf16(weights: Path, info: dict[str, Any]) -> Any:
     return (raw.astype(np.uint32) << 16).view(np.float32)
 
 
-def write_weight_tables(selected: list[Selected], data_dir: Path) -> list[str]:
-    """`weights` (sharded parquet, one row per checkpoint) and `weights_index` (one row per tensor per member)."""
-    import numpy as np
-    import pyarrow as pa
+_INDEX_KEYS = ("name", "dtype", "shape", "offset", "numel")
 
-    index_cols: dict[str, list[Any]] = {key: [] for key in ("member_path", "name", "dtype", "shape", "offset",
-                                                            "numel")}
-    shards: list[str] = []
-    rows: list[tuple[str, str, int, Any]] = []
-    pending_bytes = 0
 
-    def flush() -> None:
-        nonlocal rows, pending_bytes
+class _WeightShards:
+    """The `weights` table, written as parquet shards of about `WEIGHTS_SHARD_BYTES` of flattened checkpoints."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.shards: list[str] = []
+        self.rows: list[tuple[str, str, int, Any]] = []
+        self.pending_bytes = 0
+
+    def add(self, member: layout.MemberInfo, epoch: int, vector: Any) -> None:
+        self.rows.append((member.name, member.relpath, epoch, vector))
+        self.pending_bytes += vector.nbytes
+        if self.pending_bytes >= WEIGHTS_SHARD_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        import numpy as np
+        import pyarrow as pa
+
+        rows = self.rows
         if not rows:
             return
         lengths = [len(vector) for *_, vector in rows]
@@ -240,42 +290,61 @@ def write_weight_tables(selected: list[Selected], data_dir: Path) -> list[str]:
             "epoch": pa.array([row[2] for row in rows], pa.int64()),
             "weights": pa.LargeListArray.from_arrays(offsets, values).cast(pa.list_(pa.float32())),
         })
-        name = f"{DATA_DIR}/weights/weights-{len(shards):05d}.parquet"
         group = max(1, (64 << 20) // max(1, 4 * max(lengths)))
-        write_parquet(table, data_dir.parent / name, row_group_size=group)
-        shards.append(name)
-        rows, pending_bytes = [], 0
+        self._write(table, row_group_size=group)
+        self.rows, self.pending_bytes = [], 0
 
+    def finish(self) -> list[str]:
+        """Write what is pending and return the shard paths; with no checkpoint at all, an empty shard keeps the
+        config loadable."""
+        import pyarrow as pa
+
+        self.flush()
+        if not self.shards:
+            self._write(pa.table({"member": pa.array([], pa.string()), "member_path": pa.array([], pa.string()),
+                                  "epoch": pa.array([], pa.int64()),
+                                  "weights": pa.array([], pa.list_(pa.float32()))}))
+        return self.shards
+
+    def _write(self, table: Any, row_group_size: int | None = None) -> None:
+        name = f"{DATA_DIR}/weights/weights-{len(self.shards):05d}.parquet"
+        write_parquet(table, self.data_dir.parent / name, row_group_size=row_group_size)
+        self.shards.append(name)
+
+
+def _flatten_member(item: Selected, shards: _WeightShards, index_cols: dict[str, list[Any]], bar: Any) -> None:
+    """Add a member's checkpoints to `shards` and its tensor layout to `index_cols`; every checkpoint must hold the
+    same tensors as its first."""
+    member, first_layout = item.member, None
+    for epoch in item.epochs:
+        weights = member.checkpoint_dir(epoch) / layout.WEIGHTS
+        if num_parameters(weights) > WEIGHTS_MAX_PARAMS:
+            raise ValueError(f"{weights}: {num_parameters(weights)} parameters, more than the "
+                             f"{WEIGHTS_MAX_PARAMS} --with-weights takes per checkpoint")
+        vector, index = _read_flat(weights)
+        if first_layout is None:
+            first_layout = index
+            for entry in index:
+                index_cols["member_path"].append(member.relpath)
+                for key in _INDEX_KEYS:
+                    index_cols[key].append(entry[key])
+        elif index != first_layout:
+            raise ValueError(f"{weights}: tensors differ from the member's first published checkpoint")
+        shards.add(member, epoch, vector)
+        bar.update(1)
+
+
+def write_weight_tables(selected: list[Selected], data_dir: Path) -> list[str]:
+    """`weights` (sharded parquet, one row per checkpoint) and `weights_index` (one row per tensor per member)."""
+    import pyarrow as pa
+
+    index_cols = _columns(("member_path", *_INDEX_KEYS))
+    shards = _WeightShards(data_dir)
     total = sum(len(item.epochs) for item in selected)
     with tqdm_bar(total=total, unit="ckpt", desc="flattening weights") as bar:
         for item in selected:
-            member, layout_seen = item.member, None
-            for epoch in item.epochs:
-                weights = member.checkpoint_dir(epoch) / layout.WEIGHTS
-                if num_parameters(weights) > WEIGHTS_MAX_PARAMS:
-                    raise ValueError(f"{weights}: {num_parameters(weights)} parameters, more than the "
-                                     f"{WEIGHTS_MAX_PARAMS} --with-weights takes per checkpoint")
-                vector, index = _read_flat(weights)
-                if layout_seen is None:
-                    layout_seen = index
-                    for entry in index:
-                        index_cols["member_path"].append(member.relpath)
-                        for key in ("name", "dtype", "shape", "offset", "numel"):
-                            index_cols[key].append(entry[key])
-                elif index != layout_seen:
-                    raise ValueError(f"{weights}: tensors differ from the member's first published checkpoint")
-                rows.append((member.name, member.relpath, epoch, vector))
-                pending_bytes += vector.nbytes
-                if pending_bytes >= WEIGHTS_SHARD_BYTES:
-                    flush()
-                bar.update(1)
-    flush()
-    if not shards:  # no checkpoint at all: an empty shard keeps the config loadable
-        rows_empty = pa.table({"member": pa.array([], pa.string()), "member_path": pa.array([], pa.string()),
-                               "epoch": pa.array([], pa.int64()), "weights": pa.array([], pa.list_(pa.float32()))})
-        name = f"{DATA_DIR}/weights/weights-00000.parquet"
-        write_parquet(rows_empty, data_dir.parent / name)
-        shards.append(name)
+            _flatten_member(item, shards, index_cols, bar)
+    written = shards.finish()
     index_table = pa.table({
         "member_path": pa.array(index_cols["member_path"], pa.string()),
         "name": pa.array(index_cols["name"], pa.string()),
@@ -285,7 +354,7 @@ def write_weight_tables(selected: list[Selected], data_dir: Path) -> list[str]:
         "numel": pa.array(index_cols["numel"], pa.int64()),
     })
     write_parquet(index_table, data_dir / "weights_index.parquet")
-    return shards
+    return written
 
 
 def write_parquet(table: Any, path: Path, row_group_size: int | None = None) -> None:
