@@ -124,7 +124,7 @@ def test_trainer_state_removal_prunes_empty_folders(tmp_path):
 
 
 def test_ray_scratch_folders_are_removed(tmp_path, monkeypatch):
-    from zoo import population
+    from zoo.population import search as population
 
     monkeypatch.setattr(population.tempfile, "gettempdir", lambda: str(tmp_path))
     storage = population._scratch_dir(tmp_path / "zoo")
@@ -279,7 +279,8 @@ def test_demo_prints_the_status_table_once():
 def test_a_rerun_on_a_complete_zoo_prepares_no_data_and_starts_no_ray(tmp_path, monkeypatch):
     from zoo_factory import write_member
 
-    from zoo import population, runs
+    from zoo import runs
+    from zoo.population import generation as population
 
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"name": "t", "vision": {
@@ -321,25 +322,11 @@ def test_a_tab_in_a_spec_is_reported_at_its_line_and_column(tmp_path, capsys):
     assert f"{spec}:3:1: not valid YAML: expected ',' or '}}'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("value", ["abc", "0", "-2", "1.5"])
-def test_a_bad_zoo_pack_names_the_variable(tmp_path, capsys, monkeypatch, value):
-    monkeypatch.setenv("ZOO_PACK", value)
-    for extra in (["--dry-run"], []):  # the dry run applies ZOO_PACK as the real run does
-        assert zoo_main(["generate", str(_spec(tmp_path)), "--zoo-dir", str(tmp_path / "zoo"), *extra]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert err == [f"zoo generate: error: ZOO_PACK={value!r}: must be a whole number of members >= 1 (it packs "
-                       "every stage like --pack), or unset"]
-    assert not (tmp_path / "zoo").exists()
-    monkeypatch.setenv("ZOO_PACK", "2")
-    assert zoo_main(["generate", str(ROOT / "recipes/configs/zoos/quickstart.yaml"), "--zoo-dir",
-                     str(tmp_path / "zoo"), "--dry-run"]) == 0
-    assert "vision/finetuning: 4 trials, packs of [2, 2, 2, 2]" in capsys.readouterr().out
-
-
 def test_a_damaged_result_line_names_the_file_the_line_and_the_repair(tmp_path, capsys, monkeypatch):
     from zoo_factory import write_member
 
-    from zoo import population, runs
+    from zoo import runs
+    from zoo.population import generation as population
 
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"name": "t", "vision": {

@@ -508,7 +508,7 @@ def test_ctrl_c_says_how_to_resume_and_the_rerun_says_where_it_resumes(tmp_path,
 
 
 def test_an_interrupt_is_one_line_and_frees_the_zoo(tmp_path, capsys, monkeypatch):
-    from zoo import population
+    from zoo.population import cli as population
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
