@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from small_zoo import shared_small_zoo
 
-from zoo import analysis, benchmark, evaluation, layout, weights
+from zoo import evaluation, layout
 from zoo.cli import main
+from zoo.studies import analysis, benchmark, weights
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +183,7 @@ def test_factor_labels_tolerate_missing_values():
     """A factor that only some members of a stage have (e.g. `head`) must not break the plots."""
     import pandas as pd
 
-    from zoo.analysis import _as_labels
+    from zoo.studies.analysis.performance import _as_labels
 
     labels = _as_labels(pd.Series([0.001, None, float("nan"), "mlp"], dtype=object))
     assert list(labels) == ["0.001", "none", "none", "mlp"]

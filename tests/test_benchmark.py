@@ -9,8 +9,9 @@ import json
 import pytest
 from zoo_factory import write_member
 
-from zoo import benchmark, layout
+from zoo import layout
 from zoo.cli import main
+from zoo.studies import benchmark
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from zoo_factory import make_synthetic_zoo, write_member
 
-from zoo import analysis, layout
+from zoo import layout
 from zoo.cli import main
+from zoo.studies import analysis
+from zoo.studies.analysis import behaviour, performance, plots
 
 matplotlib.use("Agg")
 
@@ -45,8 +47,8 @@ def test_lineage_order_puts_each_parent_before_its_children():
 
 
 def test_heatmap_parts_lineages():
-    plt = analysis._plt()
-    fig = analysis._heatmap(plt, np.zeros((5, 5)), list("abcde"), "t", starts=[0, 2, 4])
+    plt = plots._plt()
+    fig = plots._heatmap(plt, np.zeros((5, 5)), list("abcde"), "t", starts=[0, 2, 4])
     lines = sorted({round(float(line.get_ydata()[0]), 2) for line in fig.axes[0].lines if len(set(line.get_ydata()))
                     == 1})
     assert lines == [1.5, 3.5]
@@ -55,7 +57,7 @@ def test_heatmap_parts_lineages():
 
 def test_figure_names_are_safe_and_unique(tmp_path):
     report = analysis.Report(tmp_path)
-    plt = analysis._plt()
+    plt = plots._plt()
     names = [report.figure(name, plt.figure()) for name in
              ("cka_vision/finetuning: a b", "cka_vision/finetuning: a b", "x" * 300, "x" * 300 + "y")]
     assert names[:2] == ["cka_vision_finetuning_a_b", "cka_vision_finetuning_a_b_2"]
@@ -67,7 +69,7 @@ def test_figure_names_are_safe_and_unique(tmp_path):
 
 
 def test_strip_box_labels_the_metric_and_spreads_equal_values():
-    plt = analysis._plt()
+    plt = plots._plt()
     fig, ax = plt.subplots()
     analysis.strip_box(ax, [("adamw", [0.5, 0.5, 0.5]), ("sgd", [0.4])], "final test_acc")
     assert ax.get_ylabel() == "final test_acc"
@@ -81,7 +83,7 @@ def test_strip_box_labels_the_metric_and_spreads_equal_values():
 
 def test_factor_values_in_natural_order():
     labels = ["none", "mlp", "0.01", "1e-05", "0.001", "linear"]
-    assert sorted(labels, key=analysis._label_key) == ["1e-05", "0.001", "0.01", "linear", "mlp", "none"]
+    assert sorted(labels, key=performance._label_key) == ["1e-05", "0.001", "0.01", "linear", "mlp", "none"]
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +117,7 @@ def test_final_metric_figures_are_written_and_linked(synthetic_report):
 def test_card_factor_panel_jitters_equal_values():
     from zoo.publish.plots import JITTER, _factor_panel
 
-    plt = analysis._plt()
+    plt = plots._plt()
     fig, ax = plt.subplots()
     group = [{"factors": {"optim": o}, "value": v} for o, v in (("sgd", 0.5), ("sgd", 0.5), ("adamw", 0.3))]
     _factor_panel(ax, group, "optim", "test_acc")
@@ -135,7 +137,7 @@ def test_behaviour_figure_names_tell_groups_apart():
     two = one + [on(_member("c9", "finetuning", b), "embedded:digits")]
     cifar = [on(_member(f"c{i}", "finetuning", a), "uoft-cs/cifar100") for i in range(2)]
     ids = analysis.member_ids([_member("sl_a"), _member("sl_b"), *two])
-    assert analysis._behaviour_name(one, ids) == "vision_finetuning_digits_sl_a"
-    assert analysis._behaviour_name(two, ids) == "vision_finetuning_digits_2_parents"
-    assert analysis._behaviour_name(cifar, ids) == "vision_finetuning_uoft-cs_cifar100_sl_a"
-    assert analysis._group_text(two, ids) == "vision finetuning, lineages of V1, V2"
+    assert behaviour._behaviour_name(one, ids) == "vision_finetuning_digits_sl_a"
+    assert behaviour._behaviour_name(two, ids) == "vision_finetuning_digits_2_parents"
+    assert behaviour._behaviour_name(cifar, ids) == "vision_finetuning_uoft-cs_cifar100_sl_a"
+    assert behaviour._group_text(two, ids) == "vision finetuning, lineages of V1, V2"

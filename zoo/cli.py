@@ -44,19 +44,19 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _soup(args: argparse.Namespace) -> int:
-    from zoo.soups import cli_soup
+    from zoo.studies.soups import cli_soup
 
     return cli_soup(args)
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from zoo.analysis import cli_analyze
+    from zoo.studies.analysis import cli_analyze
 
     return cli_analyze(args)
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from zoo.benchmark import cli_benchmark
+    from zoo.studies.benchmark import cli_benchmark
 
     return cli_benchmark(args)
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from zoo import architectures, layout
 from zoo.evaluation import TaskCache, data_arguments, evaluate_members, evaluate_model, load_model, model_architecture
-from zoo.weights import read_weights as read_weight_file
+from zoo.studies.weights import read_weights as read_weight_file
 
 SOUP_FORMAT = "transformer-zoo/soup/v1"
 SOUP_FILE = "soup.json"
@@ -49,7 +49,7 @@ class SoupError(ValueError):
 
 
 def read_weights(checkpoint: str | Path) -> dict[str, np.ndarray]:
-    """All tensors of a checkpoint (see `zoo.weights.read_weights`); a missing or damaged file is a SoupError."""
+    """All tensors of a checkpoint (`zoo.studies.weights.read_weights`); a missing or damaged file is a SoupError."""
     try:
         return read_weight_file(checkpoint)
     except (layout.LayoutError, OSError) as err:

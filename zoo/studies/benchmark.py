@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from zoo import layout
+from zoo import kinds, layout
 from zoo.evaluation import is_classifier
-from zoo.weights import QUANTILES, Reader, shared_keys, tensor_stats
+from zoo.studies.weights import QUANTILES, Reader, shared_keys, tensor_stats
 
 MIN_BENCHMARK_MEMBERS = 4
 TASKS = ("predict-accuracy", "predict-factor")
@@ -70,34 +70,34 @@ class Population:
 
     @property
     def stages(self) -> list[str]:
-        return [s for s in layout.STAGES if any(m.stage == s for m in self.members)]
+        return [s for s in kinds.STAGES if any(m.stage == s for m in self.members)]
 
     @property
     def kinds(self) -> list[str]:
         return sorted({_kind(m) for m in self.members})
 
     def describe(self) -> str:
-        kinds = ", ".join(self.kinds)
+        kind_names = ", ".join(self.kinds)
         return (f"{len(self.members)} {self.what}: {self.modality or 'no modality'} {' + '.join(self.stages)}"
-                + (f" (kind {kinds})" if kinds else ""))
+                + (f" (kind {kind_names})" if kind_names else ""))
 
 
 def _filtered(members: list[layout.MemberInfo], modality: str | None, stage: str | None, kind: str | None
               ) -> list[layout.MemberInfo]:
     """The members of the chosen modality, stage and kind (None or 'all': any); unknown values are refused."""
-    if modality is not None and modality not in layout.MODALITIES:
-        raise unknown_choice("--modality", modality, list(layout.MODALITIES), "modalities")
-    if stage not in (None, "all", *layout.STAGES):
-        raise unknown_choice("--stage", str(stage), [*layout.STAGES, "all"], "stages")
-    kinds = sorted({_kind(m) for m in members})
-    if kind is not None and kind not in kinds:
-        raise unknown_choice("--kind", kind, kinds, "kinds in this zoo")
+    if modality is not None and modality not in kinds.MODALITIES:
+        raise unknown_choice("--modality", modality, list(kinds.MODALITIES), "modalities")
+    if stage not in (None, "all", *kinds.STAGES):
+        raise unknown_choice("--stage", str(stage), [*kinds.STAGES, "all"], "stages")
+    zoo_kinds = sorted({_kind(m) for m in members})
+    if kind is not None and kind not in zoo_kinds:
+        raise unknown_choice("--kind", kind, zoo_kinds, "kinds in this zoo")
     return [m for m in members if modality in (None, m.modality) and stage in (None, "all", m.stage)
             and kind in (None, _kind(m))]
 
 
 def _largest_modality(members: list[layout.MemberInfo]) -> int:
-    counts = [sum(m.modality == modality for m in members) for modality in layout.MODALITIES]
+    counts = [sum(m.modality == modality for m in members) for modality in kinds.MODALITIES]
     return max(counts, default=0)
 
 
@@ -108,8 +108,12 @@ def _task_members(members: list[layout.MemberInfo], task: str, factor: str | Non
     if task == "predict-factor":
         return [m for m in members if factor in m.factors], f"members with factor {factor!r}"
     classifiers = [m for m in members if is_classifier(m)]
-    finetuned = [m for m in classifiers if m.stage == "finetuning"]
-    if stage == "finetuning" or (stage is None and _largest_modality(finetuned) >= MIN_BENCHMARK_MEMBERS):
+    finetuned = [m for m in classifiers if kinds.is_finetuning(m.stage)]
+    if stage is None:
+        use_finetuned = _largest_modality(finetuned) >= MIN_BENCHMARK_MEMBERS
+    else:
+        use_finetuned = kinds.is_finetuning(stage)
+    if use_finetuned:
         return finetuned, "finetuned classification members"
     return [m for m in classifiers if m.metric == "test_acc"], "classification members"
 
@@ -142,10 +146,10 @@ def _pick_modality(members: list[layout.MemberInfo], modality: str | None, what:
     """The modality to benchmark (weights of two modalities share nothing) and why it."""
     if modality is not None:
         return modality, f"modality {modality}: chosen with --modality"
-    counts = {mod: n for mod in layout.MODALITIES if (n := sum(m.modality == mod for m in members))}
+    counts = {mod: n for mod in kinds.MODALITIES if (n := sum(m.modality == mod for m in members))}
     if not counts:
         return None, "no modality has any"
-    best = max(counts, key=lambda mod: counts[mod])  # ties: the first in layout.MODALITIES
+    best = max(counts, key=lambda mod: counts[mod])  # ties: the first in kinds.MODALITIES
     if len(counts) == 1:
         return best, f"modality {best}: the only one with {what}"
     seen = ", ".join(f"{mod} {n}" for mod, n in counts.items())
