@@ -45,10 +45,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/lint-imports
 	$(PY) $(PYTEST)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/lint-imports
 
 # The locks pin every package for Linux x86_64 and Python 3.11. On a machine that cannot reach PyTorch's index, name
 # a folder holding the CPU wheel: make lock TORCH_CPU_SOURCE="--find-links /path/to/wheels"

@@ -53,7 +53,7 @@ def raw_test_images(member: layout.MemberInfo, folder: Path) -> dict:
     from datasets import Dataset, DatasetDict
 
     from zoo.data import embedded, make_splits
-    from zoo.evaluation import data_arguments
+    from zoo.studies.evaluation import data_arguments
 
     data_args = data_arguments(member)
     images, labels, names = getattr(embedded, data_args.dataset.split(":", 1)[1])()
@@ -68,7 +68,7 @@ def raw_test_images(member: layout.MemberInfo, folder: Path) -> dict:
 
 def raw_test_texts(member: layout.MemberInfo) -> dict:
     from zoo.data import load_texts
-    from zoo.evaluation import data_arguments
+    from zoo.studies.evaluation import data_arguments
 
     source, splits, names = load_texts(data_arguments(member), "embedded:rotten_tomatoes")
     return {"texts": list(splits["test"]["text"]), "labels": list(splits["test"]["labels"]), "label_names": names,
@@ -79,7 +79,7 @@ def zoo_probabilities(member: layout.MemberInfo) -> np.ndarray:
     """Test-set probabilities from the zoo's own evaluation path (the one that reproduces result.json)."""
     import torch
 
-    from zoo.evaluation import TaskCache, load_model, run_model
+    from zoo.studies.evaluation import TaskCache, load_model, run_model
 
     outputs = run_model(load_model(member.checkpoint_dir()), TaskCache().get(member))
     return torch.softmax(torch.as_tensor(outputs["logits"]), -1).numpy()

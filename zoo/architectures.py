@@ -1,23 +1,21 @@
-"""Per-architecture facts used by the studies (evaluation, soups, analysis, benchmark), gathered from the registry of
-member kinds (`zoo.kinds`): which saved architectures are classifiers, which are bare backbones, and how their
-parameter names are laid out. A new kind's architectures appear here by registering the kind.
+"""Facts about saved architectures used by the studies (evaluation, soups, analysis, benchmark), gathered from the
+registry of architecture families (`zoo.families`): which saved classes are classifiers, which are bare backbones,
+and how their parameter names are laid out. A new family's classes appear here by registering the family.
 """
 
 from __future__ import annotations
 
-import re
-
-from zoo import kinds
+from zoo import families
 
 # `config.architectures[0]` of checkpoints that output class logits (soups and accuracy need them)
-CLASSIFIERS = kinds.classifier_architectures()
+CLASSIFIERS = families.classifier_classes()
 # bare backbones whose last hidden state is a representation (behaviour comparisons use them)
-BACKBONES = kinds.backbone_architectures()
+BACKBONES = families.backbone_classes()
 # the module of a classifier whose input is the member's representation (hooked to read features)
-HEAD_MODULES = kinds.head_modules()
+HEAD_MODULES = families.head_modules()
 # name prefixes a task wrapper adds to its backbone's parameters: `vit.encoder...` is the parent's `encoder...`
-WRAPPER_PREFIXES = kinds.backbone_prefixes()
+WRAPPER_PREFIXES = families.backbone_prefixes()
 # parameters of task heads (not comparable across tasks), after the wrapper prefix is removed
-HEAD_PREFIXES = kinds.head_prefixes()
-# the transformer block a parameter belongs to: ViT and BERT `encoder.layer.3.`, GPT-2 `h.3.`, others `layers.3.`
-LAYER_PATTERN = re.compile(r"^(?:encoder\.layer|h|layers)\.(\d+)\.")
+HEAD_PREFIXES = families.head_prefixes()
+# the transformer block a parameter belongs to (`encoder.layer.3.`, `h.3.`, `layers.3.`)
+LAYER_PATTERN = families.layer_pattern()

@@ -1,27 +1,54 @@
 """Recipe arguments: dataclasses read by `HfArgumentParser` from a YAML config plus command-line overrides.
 
+Importing this module loads no transformers (planning and `zoo status` stay fast): `TrainingArguments` and the
+parser are imported where they are used (`ALL_ARGUMENTS` and `_Parser` are resolved on first access).
+
 `python recipes/X.py --config c.yaml --learning_rate 3e-4`: the YAML is turned into command-line tokens placed
 before the real ones, so the command line wins and both go through the same type checks.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from transformers import HfArgumentParser, TrainingArguments
 
-from zoo.kinds import DEFAULT_NAME_FACTORS
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import TrainingArguments
+
+INIT_SCHEMES = ("default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "normal")
+HEADS = ("linear", "mlp")
+OPTIMIZERS = ("adamw", "sgd")
+# Short names of factors in member names: sl_vit_tiny_seed_42_lr_0.001_wd_0.0001_bs_128
+ALIASES = {"learning_rate": "lr", "weight_decay": "wd", "per_device_train_batch_size": "bs", "optimizer": "opt",
+           "num_train_epochs": "ep", "label_smoothing": "ls", "temperature": "temp", "head_hidden_size": "hh",
+           "freeze_encoder": "frozen", "hidden_dropout": "do", "mixup_alpha": "mixup", "cutmix_alpha": "cutmix",
+           "random_erasing": "re", "mlm_probability": "mlm", "architecture": "arch"}
+DEFAULT_NAME_FACTORS = ("seed", "learning_rate", "weight_decay", "per_device_train_batch_size")
+
+
+class ConfigError(ValueError):
+    """A config key or value that a recipe cannot accept."""
+
+
+def check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} {value!r} is not one of {', '.join(choices)}")
 
 
 @dataclass
 class ModelArguments:
-    """Sizes of a stock ViT or GPT-2 (ignored by finetuning recipes, which take the parent's)."""
+    """Architecture and sizes of a new model (ignored by finetuning recipes, which take the parent's)."""
 
+    architecture: str | None = field(
+        default=None, metadata={"help": "architecture family of a new model (one of zoo.families that the kind "
+                                "trains); default: the kind's"})
     image_size: int = field(default=28, metadata={"help": "ViT input size in pixels"})
     patch_size: int = field(default=7, metadata={"help": "ViT patch size"})
     num_channels: int = field(default=3, metadata={"help": "ViT input channels (grayscale data is expanded)"})
@@ -31,14 +58,20 @@ class ModelArguments:
     intermediate_size: int = field(default=128, metadata={"help": "MLP width (ViT intermediate_size, GPT-2 n_inner)"})
     hidden_dropout: float = field(default=0.0, metadata={"help": "dropout on hidden states / residuals"})
     attention_dropout: float = field(default=0.0, metadata={"help": "dropout on attention probabilities"})
-    init: str = field(
-        default="default",
-        metadata={"help": "weight init of linear layers: default (the model's own), kaiming_normal, "
-                  "kaiming_uniform, xavier_normal, xavier_uniform, normal"},
-    )
+    init: str = field(default="default", metadata={"help": "weight init of linear layers ('default': the model's "
+                                                    "own)", "choices": INIT_SCHEMES})
     init_std: float = field(default=0.02, metadata={"help": "std of init=normal and of the model's own init"})
     attn_implementation: str = field(default="sdpa", metadata={"help": "eager or sdpa (or flash_attention_2)"})
     vocab_size: int = field(default=4096, metadata={"help": "size of the byte-level BPE trained when offline"})
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        check_choice("init", self.init, INIT_SCHEMES)
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
+                              f"{self.num_attention_heads}")
 
 
 @dataclass
@@ -100,10 +133,10 @@ class ZooArguments:
     projection_dim: int = field(default=64, metadata={"help": "contrastive: projection output size"})
     mlm_probability: float = field(default=0.15, metadata={"help": "masked LM: fraction of tokens masked"})
     pretrained: str | None = field(default=None, metadata={"help": "finetuning: a parent member's checkpoint"})
-    head: str = field(default="linear", metadata={"help": "finetuning: linear or mlp"})
+    head: str = field(default="linear", metadata={"help": "finetuning: the new head", "choices": HEADS})
     head_hidden_size: int = field(default=128, metadata={"help": "finetuning: hidden size of the MLP head"})
     freeze_encoder: bool = field(default=False, metadata={"help": "finetuning: train the head only"})
-    optimizer: str = field(default="adamw", metadata={"help": "adamw or sgd"})
+    optimizer: str = field(default="adamw", metadata={"help": "the optimizer", "choices": OPTIMIZERS})
     momentum: float = field(default=0.9, metadata={"help": "sgd momentum"})
     fused_optimizer: bool = field(default=True, metadata={"help": "fused AdamW where the device supports it"})
     eval_metrics: list[str] = field(
@@ -112,8 +145,29 @@ class ZooArguments:
                   "matthews_correlation (f1/precision/recall macro-averaged)"},
     )
 
+    def __post_init__(self):
+        self.check()
 
-ALL_ARGUMENTS = (ModelArguments, DataArguments, ZooArguments, TrainingArguments)
+    def check(self) -> None:
+        check_choice("head", self.head, HEADS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        if self.checkpoint_every < 1:
+            raise ConfigError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+
+
+def all_arguments() -> tuple[type, ...]:
+    """The four argument dataclasses, in the order of `Arguments`."""
+    from transformers import TrainingArguments
+
+    return ModelArguments, DataArguments, ZooArguments, TrainingArguments
+
+
+def __getattr__(name: str):  # ALL_ARGUMENTS and _Parser import transformers on first use
+    if name == "ALL_ARGUMENTS":
+        return all_arguments()
+    if name == "_Parser":
+        return _parser_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # Defaults of TrainingArguments that a zoo member needs; a config may still override them.
 TRAINING_DEFAULTS: dict[str, Any] = {
@@ -130,13 +184,9 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 }
 
 
-class ConfigError(ValueError):
-    """A config key or value that a recipe cannot accept."""
-
-
 def field_names() -> dict[str, str]:
     """Every accepted key and the dataclass it belongs to."""
-    return {f.name: cls.__name__ for cls in ALL_ARGUMENTS for f in dataclasses.fields(cls) if f.init}
+    return {f.name: cls.__name__ for cls in all_arguments() for f in dataclasses.fields(cls) if f.init}
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -195,12 +245,18 @@ def to_tokens(config: dict[str, Any]) -> list[str]:
     return tokens
 
 
-class _Parser(HfArgumentParser):
-    def __init__(self, dataclass_types):
-        super().__init__(dataclass_types, allow_abbrev=False)  # `--learning_rat` is a typo, not a prefix
+@functools.cache
+def _parser_class() -> type:
+    from transformers import HfArgumentParser
 
-    def error(self, message: str):  # one line, non-zero exit, like argparse but without the usage block
-        raise ConfigError(message)
+    class _Parser(HfArgumentParser):
+        def __init__(self, dataclass_types):
+            super().__init__(dataclass_types, allow_abbrev=False)  # `--learning_rat` is a typo, not a prefix
+
+        def error(self, message: str):  # one line, non-zero exit, like argparse but without the usage block
+            raise ConfigError(message)
+
+    return _Parser
 
 
 def parse_config(
@@ -210,7 +266,7 @@ def parse_config(
     check_keys(config, "config")
     merged = {**TRAINING_DEFAULTS, **(defaults or {}), **config}
     tokens = to_tokens(merged) + list(argv or [])
-    parser = _Parser(ALL_ARGUMENTS)
+    parser = _parser_class()(all_arguments())
     try:
         model_args, data_args, zoo_args, training_args, rest = parser.parse_args_into_dataclasses(
             args=tokens, return_remaining_strings=True
@@ -247,6 +303,8 @@ def parse_recipe_args(defaults: dict[str, Any] | None = None, argv: list[str] | 
 
 def as_dict(*arguments: Any) -> dict[str, Any]:
     """Every field of the given dataclasses, JSON-ready (for a member's config.json)."""
+    from transformers import TrainingArguments
+
     out: dict[str, Any] = {}
     for obj in arguments:
         if isinstance(obj, TrainingArguments):
@@ -260,3 +318,74 @@ def as_dict(*arguments: Any) -> dict[str, Any]:
                 value = value.value
             out[key] = value
     return out
+
+
+@dataclass
+class Arguments:
+    """The four argument groups of one member."""
+
+    model: ModelArguments
+    data: DataArguments
+    zoo: ZooArguments
+    training: TrainingArguments
+
+    def parts(self) -> tuple:
+        return self.model, self.data, self.zoo, self.training
+
+    def flat(self) -> dict[str, Any]:
+        return as_dict(*self.parts())
+
+    def check(self) -> None:
+        """Every value check of the four groups (values set after parsing, e.g. a trial's, included)."""
+        self.model.check()
+        self.zoo.check()
+        epochs = self.training.num_train_epochs
+        if epochs != int(epochs) or epochs < 1:
+            raise ConfigError(f"num_train_epochs must be a whole number >= 1, got {epochs}")
+        if self.training.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.training.learning_rate}")
+        flat = self.flat()
+        for key in self.zoo.name_factors:
+            if key not in flat:
+                raise ConfigError(f"name_factors: unknown config key {key!r}")
+
+    def with_params(self, params: dict[str, Any]) -> Arguments:
+        """A copy with `params` (a trial's values) applied to whichever group owns each key."""
+        out = Arguments(*(copy.deepcopy(part) for part in self.parts()))
+        for key, value in params.items():
+            part = next((p for p in out.parts() if any(f.name == key for f in dataclasses.fields(p))), None)
+            if part is None:
+                raise ConfigError(f"unknown config key {key!r}")
+            setattr(part, key, _coerce(getattr(part, key), value, key))
+        apply_optimizer(out.training, out.zoo)  # `optimizer` decides the Trainer's `optim`
+        return out
+
+
+def _coerce(old: Any, value: Any, key: str) -> Any:
+    """A YAML value in the type of the field it replaces (PyYAML reads `1e-3` as text, for instance)."""
+    if not isinstance(value, str) or old is None or isinstance(old, str):
+        return value
+    try:
+        if isinstance(old, bool):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return value.lower() in ("true", "1", "yes")
+        if isinstance(old, (int, float)):
+            number = float(value)
+            return int(number) if isinstance(old, int) and number.is_integer() else number
+    except ValueError:
+        raise ConfigError(f"{key}: {value!r} is not a valid {type(old).__name__}") from None
+    return value
+
+
+def apply_optimizer(training: TrainingArguments, zoo: ZooArguments) -> None:
+    """The Trainer's `optim` (and its arguments) for the member's `optimizer`."""
+    import torch
+    from transformers.training_args import OptimizerNames
+
+    check_choice("optimizer", zoo.optimizer, OPTIMIZERS)
+    if zoo.optimizer == "sgd":
+        training.optim, training.optim_args = OptimizerNames("sgd"), f"momentum={zoo.momentum}"
+    else:
+        fused = zoo.fused_optimizer and torch.cuda.is_available()
+        training.optim, training.optim_args = OptimizerNames("adamw_torch_fused" if fused else "adamw_torch"), None

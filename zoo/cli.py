@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from zoo import kinds
+
 # ---------------------------------------------------------------- the commands
 # Each command's work is a `cli_<command>(args)` of the module that owns the concept, imported only when the command
 # runs (so `zoo status` stays fast) but named here, so a reader or a tool can follow a command to its code.
@@ -75,8 +77,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--optuna", type=int, default=None, metavar="N", help="sample N members from ranges with Optuna")
     p.add_argument("--pack", type=int, default=None, metavar="K",
                    help="train up to K members of a stage at once in one trial (overrides the spec's `pack:`)")
-    p.add_argument("--stage", choices=["pretraining", "finetuning", "all"], default="all")
-    p.add_argument("--modality", choices=["vision", "language", "all"], default="all")
+    p.add_argument("--stage", choices=[*kinds.STAGES, "all"], default="all")
+    p.add_argument("--modality", choices=[*kinds.MODALITIES, "all"], default="all")
     p.set_defaults(run=_generate)
 
 
@@ -159,9 +161,9 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", choices=["predict-accuracy", "predict-factor"], required=True)
     p.add_argument("--factor", default=None,
                    help="--task predict-factor: which factor (default: optimizer, else optim)")
-    p.add_argument("--modality", choices=["vision", "language"], default=None,
+    p.add_argument("--modality", choices=kinds.MODALITIES, default=None,
                    help="members of this modality (default: the one with the most usable members; it is printed)")
-    p.add_argument("--stage", choices=["pretraining", "finetuning", "all"], default=None,
+    p.add_argument("--stage", choices=[*kinds.STAGES, "all"], default=None,
                    help="members of this stage (default: predict-accuracy finetuned members, else all; "
                         "predict-factor all)")
     p.add_argument("--kind", default=None, help="members of this kind only, e.g. vit-finetune")

@@ -1,10 +1,10 @@
-"""Stock Hugging Face models for zoo members, their initialisation schemes and heads.
+"""Stock Hugging Face models for zoo members: new models of a family, classifiers from a parent, initialisation
+schemes, heads, loading and saving.
 
-Every saved checkpoint is a stock class (`ViTForImageClassification`, `ViTModel`, `GPT2LMHeadModel`,
-`GPT2ForSequenceClassification`, `BertForMaskedLM`, `BertForSequenceClassification`), so `AutoModel.from_pretrained`
-loads it with no code from this project. An MLP head (`MLPHead`, described in the model config's `zoo_head`) has no
-stock class: it is stored so that every stock classifier loader refuses it loudly (`classifier.weight` is its hidden
-layer, whose shape differs from a linear head's) and `load_member_model` rebuilds it (docs/loading-members.md).
+Every saved checkpoint is a stock class of its family (`zoo.families`), so `AutoModel.from_pretrained` loads it with
+no code from this project. An MLP head (`MLPHead`, described in the model config's `zoo_head`) has no stock class:
+it is stored so that every stock classifier loader refuses it loudly (`classifier.weight` is its hidden layer, whose
+shape differs from a linear head's) and `load_member_model` rebuilds it (docs/loading-members.md).
 """
 
 from __future__ import annotations
@@ -16,21 +16,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import (
-    BertConfig,
-    BertForMaskedLM,
-    BertForSequenceClassification,
-    GPT2Config,
-    GPT2ForSequenceClassification,
-    GPT2LMHeadModel,
-    PreTrainedModel,
-    ViTConfig,
-    ViTForImageClassification,
-    ViTModel,
-)
-from transformers.models.vit.modeling_vit import ViTPreTrainedModel
+from transformers import PreTrainedModel
 
-from zoo.kinds import HEADS, INIT_SCHEMES, check_mlp_head
+from zoo import families
+from zoo.arguments import HEADS, INIT_SCHEMES
+from zoo.kinds import check_mlp_head
 
 
 class CheckpointError(ValueError):
@@ -60,35 +50,6 @@ def apply_init(model: nn.Module, scheme: str, std: float = 0.02) -> None:
                 nn.init.zeros_(module.bias)
 
 
-def _encoder_sizes(model_args) -> dict[str, Any]:
-    """Sizes and dropout in the config names that ViT and BERT share."""
-    return {"hidden_size": model_args.hidden_size, "num_hidden_layers": model_args.num_hidden_layers,
-            "num_attention_heads": model_args.num_attention_heads, "intermediate_size": model_args.intermediate_size,
-            "hidden_dropout_prob": model_args.hidden_dropout,
-            "attention_probs_dropout_prob": model_args.attention_dropout, "initializer_range": model_args.init_std}
-
-
-def _check_heads(model_args) -> None:
-    if model_args.hidden_size % model_args.num_attention_heads:
-        raise ValueError(f"hidden_size {model_args.hidden_size} is not a multiple of num_attention_heads "
-                         f"{model_args.num_attention_heads}")
-
-
-# ---------------------------------------------------------------- ViT
-
-
-def vit_config(model_args, num_labels: int = 0, label_names: list[str] | None = None) -> ViTConfig:
-    if model_args.image_size % model_args.patch_size:
-        raise ValueError(f"image_size {model_args.image_size} is not a multiple of patch_size {model_args.patch_size}")
-    _check_heads(model_args)
-    config = ViTConfig(image_size=model_args.image_size, patch_size=model_args.patch_size,
-                       num_channels=model_args.num_channels, **_encoder_sizes(model_args))
-    config._attn_implementation = model_args.attn_implementation
-    if num_labels:
-        _set_labels(config, num_labels, label_names)
-    return config
-
-
 def _set_labels(config, num_labels: int, label_names: list[str] | None) -> None:
     names = label_names or [str(i) for i in range(num_labels)]
     config.num_labels = num_labels
@@ -96,28 +57,18 @@ def _set_labels(config, num_labels: int, label_names: list[str] | None) -> None:
     config.label2id = {name: i for i, name in enumerate(names)}
 
 
-class ViTForSimCLR(ViTPreTrainedModel):
-    """A ViT backbone and a SimCLR projection head; only the backbone (`.vit`) is saved into a member."""
-
-    def __init__(self, config: ViTConfig, projection_dim: int = 64):
-        super().__init__(config)
-        self.vit = ViTModel(config, add_pooling_layer=False)
-        hidden = config.hidden_size
-        self.projector = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, projection_dim))
-        self.post_init()
-
-    def forward(self, pixel_values: torch.Tensor, **_: Any) -> torch.Tensor:
-        cls = self.vit(pixel_values=pixel_values).last_hidden_state[:, 0]
-        return self.projector(cls)
-
-
-def build_vit(model_args, mode: str, num_labels: int, label_names: list[str], projection_dim: int = 64) -> nn.Module:
-    if mode == "supervised":
-        model = ViTForImageClassification(vit_config(model_args, num_labels, label_names))
-    elif mode == "contrastive":
-        model = ViTForSimCLR(vit_config(model_args), projection_dim)
-    else:
-        raise ValueError(f"mode {mode!r} is not one of supervised, contrastive")
+def new_model(family: families.Family, task: str, model_args, *, tokenizer=None, positions: int = 0,
+              num_labels: int = 0, label_names: list[str] | None = None, **model_kwargs) -> nn.Module:
+    """A freshly initialised model of `family` for `task`, sized by the recipe (positions: a language model's)."""
+    config = family.build_config(model_args, tokenizer=tokenizer, positions=positions)
+    config._attn_implementation = model_args.attn_implementation
+    if num_labels:
+        _set_labels(config, num_labels, label_names)
+    model = family.model_class(task)(config, **model_kwargs)
+    if positions and model.can_generate():
+        # Generation stops at the model's positions (saved in generation_config.json): `pipeline("text-generation")`
+        # otherwise asks for 256 new tokens and runs past the position table.
+        model.generation_config.max_length = positions
     apply_init(model, model_args.init, model_args.init_std)
     return model
 
@@ -209,22 +160,47 @@ def no_progress_bars():
             hf_logging.enable_progress_bar()
 
 
-def vit_for_finetuning(pretrained: str | Path, num_labels: int, label_names: list[str], head: str,
-                       head_hidden: int, freeze_encoder: bool) -> ViTForImageClassification:
-    read_checkpoint_config(pretrained, ("vit",), "finetune_vit.py")
+def classifier_from_parent(family: families.Family, task: str, pretrained: str | Path, num_labels: int,
+                           label_names: list[str], *, tokenizer=None, head: str = "linear", head_hidden: int = 128,
+                           freeze_encoder: bool = False, attn_implementation: str = "sdpa") -> PreTrainedModel:
+    """The family's classifier for `task` with the parent checkpoint's backbone and a new head."""
+    if family.extra.get("classifier_from_backbone"):
+        model = _classifier_around_backbone(family, task, pretrained, num_labels, label_names, head, head_hidden)
+    else:
+        with _quiet_loading():  # the parent's head is dropped and the new one is missing, on purpose
+            model = load_pretrained(
+                family.model_class(task), pretrained, num_labels=num_labels, id2label=dict(enumerate(label_names)),
+                label2id={name: i for i, name in enumerate(label_names)}, attn_implementation=attn_implementation,
+                **({"pad_token_id": tokenizer.pad_token_id} if tokenizer is not None else {}))
+        model.config.zoo_head = {"type": "linear", "hidden_size": None}
+    if freeze_encoder:
+        _freeze_encoder(model, family)
+    return model
+
+
+def _classifier_around_backbone(family, task, pretrained, num_labels, label_names, head, head_hidden):
+    """A new classifier whose backbone is the parent's (a parent may have saved its backbone only)."""
     with _quiet_loading():  # the parent's head is dropped on purpose
-        backbone = load_pretrained(ViTModel, pretrained, add_pooling_layer=False)
+        backbone = load_pretrained(family.model_class("backbone"), pretrained,
+                                   **family.extra.get("backbone_kwargs", {}))
     config = backbone.config
     _set_labels(config, num_labels, label_names)
-    config.architectures = ["ViTForImageClassification"]
-    model = ViTForImageClassification(config)
-    model.vit.load_state_dict(backbone.state_dict())
-    model.classifier = make_head(head, config.hidden_size, num_labels, head_hidden)
+    config.architectures = [family.class_name(task)]
+    model = family.model_class(task)(config)
+    getattr(model, family.encoder_attribute).load_state_dict(backbone.state_dict())
+    setattr(model, family.head_module, make_head(head, config.hidden_size, num_labels, head_hidden))
     config.zoo_head = {"type": head, "hidden_size": head_hidden if head == "mlp" else None}
-    if freeze_encoder:
-        for parameter in model.vit.parameters():
-            parameter.requires_grad_(False)
     return model
+
+
+def _freeze_encoder(model, family: families.Family) -> None:
+    """Train the head only (and the backbone modules a classifier adds, e.g. BERT's pooler)."""
+    encoder = getattr(model, family.encoder_attribute)
+    for parameter in encoder.parameters():
+        parameter.requires_grad_(False)
+    for name in family.new_in_classifier:
+        for parameter in getattr(encoder, name).parameters():
+            parameter.requires_grad_(True)
 
 
 @contextmanager
@@ -240,90 +216,13 @@ def _quiet_loading():
         hf_logging.set_verbosity(level)
 
 
-# ---------------------------------------------------------------- GPT-2
-
-
-def build_gpt2(model_args, tokenizer, n_positions: int) -> GPT2LMHeadModel:
-    _check_heads(model_args)
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=n_positions,
-        n_embd=model_args.hidden_size,
-        n_layer=model_args.num_hidden_layers,
-        n_head=model_args.num_attention_heads,
-        n_inner=model_args.intermediate_size,
-        resid_pdrop=model_args.hidden_dropout,
-        embd_pdrop=model_args.hidden_dropout,
-        attn_pdrop=model_args.attention_dropout,
-        initializer_range=model_args.init_std,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        # GPT-2's tanh GELU as one fused kernel: the default `gelu_new` computes the same formula in 8 small ops
-        # (a fifth of a tiny GPT-2's CPU step)
-        activation_function="gelu_pytorch_tanh",
-    )
-    config._attn_implementation = model_args.attn_implementation
-    model = GPT2LMHeadModel(config)
-    # Generation stops at the model's positions (saved in generation_config.json): `pipeline("text-generation")`
-    # otherwise asks for 256 new tokens and runs past the position table.
-    model.generation_config.max_length = n_positions
-    apply_init(model, model_args.init, model_args.init_std)
-    return model
-
-
-def gpt2_for_classification(pretrained: str | Path, num_labels: int, label_names: list[str], tokenizer,
-                            freeze_encoder: bool, attn_implementation: str = "sdpa") -> GPT2ForSequenceClassification:
-    read_checkpoint_config(pretrained, ("gpt2",), "finetune_lm.py")
-    with _quiet_loading():  # the new `score` head is missing from the parent on purpose
-        model = load_pretrained(
-            GPT2ForSequenceClassification, pretrained, num_labels=num_labels, id2label=dict(enumerate(label_names)),
-            label2id={name: i for i, name in enumerate(label_names)}, pad_token_id=tokenizer.pad_token_id,
-            attn_implementation=attn_implementation,
-        )
-    model.config.zoo_head = {"type": "linear", "hidden_size": None}
-    if freeze_encoder:
-        for parameter in model.transformer.parameters():
-            parameter.requires_grad_(False)
-    return model
-
-
-# ---------------------------------------------------------------- BERT
-
-
-def build_bert(model_args, tokenizer, max_positions: int) -> BertForMaskedLM:
-    _check_heads(model_args)
-    config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max_positions,
-                        pad_token_id=tokenizer.pad_token_id, **_encoder_sizes(model_args))
-    config._attn_implementation = model_args.attn_implementation
-    model = BertForMaskedLM(config)
-    apply_init(model, model_args.init, model_args.init_std)
-    return model
-
-
-def bert_for_classification(pretrained: str | Path, num_labels: int, label_names: list[str], freeze_encoder: bool,
-                            attn_implementation: str = "sdpa") -> BertForSequenceClassification:
-    read_checkpoint_config(pretrained, ("bert",), "finetune_mlm.py")
-    with _quiet_loading():  # the MLM head is dropped and a pooler + classifier are new, on purpose
-        model = load_pretrained(
-            BertForSequenceClassification, pretrained, num_labels=num_labels, id2label=dict(enumerate(label_names)),
-            label2id={name: i for i, name in enumerate(label_names)}, attn_implementation=attn_implementation,
-        )
-    model.config.zoo_head = {"type": "linear", "hidden_size": None}
-    if freeze_encoder:
-        for parameter in model.bert.parameters():
-            parameter.requires_grad_(False)
-        for parameter in model.bert.pooler.parameters():  # the pooler is new: it trains with the head
-            parameter.requires_grad_(True)
-    return model
-
-
 # ---------------------------------------------------------------- saving and loading members
 
 
 def stock_model(model: nn.Module) -> PreTrainedModel:
-    """The part of a training model that a member checkpoint stores (the backbone of a SimCLR model)."""
-    return model.vit if isinstance(model, ViTForSimCLR) else model
+    """The part of a training model that a member checkpoint stores (a training wrapper names it `saved_model`:
+    the backbone of a SimCLR model)."""
+    return getattr(model, "saved_model", model)
 
 
 def load_member_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> PreTrainedModel:
@@ -345,11 +244,13 @@ def load_member_model(checkpoint: str | Path, device: str | torch.device = "cpu"
     # one): load the rest with the head's mismatch allowed, then put the MLP back from the file.
     with _quiet_loading():
         model = load_pretrained(model_class, checkpoint, ignore_mismatched_sizes=True)
-    model.classifier = MLPHead(config.hidden_size, head["hidden_size"], config.num_labels)
+    family = families.of_architecture(architecture)
+    head_module = family.head_module if family is not None else "classifier"
+    setattr(model, head_module, MLPHead(config.hidden_size, head["hidden_size"], config.num_labels))
     state = load_file(str(checkpoint / "model.safetensors"))
-    head_state = {k.removeprefix("classifier."): v for k, v in state.items() if k.startswith("classifier.")}
+    head_state = {k.removeprefix(f"{head_module}."): v for k, v in state.items() if k.startswith(f"{head_module}.")}
     try:
-        model.classifier.load_state_dict(head_state)
+        getattr(model, head_module).load_state_dict(head_state)
     except RuntimeError as err:
         raise CheckpointError(f"{checkpoint}: MLP head weights do not match its config ({err})") from None
     return model.to(device).eval()

@@ -1,33 +1,36 @@
-"""One zoo member from a recipe config: data, model factory, objective, member plan and trainer.
+"""One zoo member from a recipe config: its family, data, model, objective, member folder and trainer.
 
-The four recipes (`vit-pretrain`, `vit-finetune`, `lm-pretrain`, `lm-finetune`) share this code; a recipe script
-only names its kind. `MemberRun` is also what a population search reuses for every trial: data are prepared once,
-then `for_params(trial)` gives each trial its own arguments, model, objective and member folder.
+Every recipe shares this code; a recipe script only names its kind. `MemberRun` is also what a population search
+reuses for every trial: data are prepared once, then each trial gets its own arguments, model, objective and member
+folder. What differs between kinds and architectures is looked up in the registries (`zoo.kinds`, `zoo.families`).
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import logging
 import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
 from transformers import default_data_collator, set_seed
-from transformers.training_args import OptimizerNames
 
-from zoo import kinds, layout
-from zoo.arguments import ConfigError, as_dict, parse_recipe_args
+from zoo import families, kinds, layout
+from zoo.arguments import Arguments, ConfigError, apply_optimizer, parse_recipe_args
 from zoo.data import DataError, TaskData
-from zoo.models import CheckpointError
+from zoo.data.prepare import Prepared, dump_splits, prepare
+from zoo.kinds import kind_defaults
+from zoo.models import CheckpointError, classifier_from_parent, new_model, read_checkpoint_config
 from zoo.training import (
+    CausalLM,
+    Contrastive,
+    ImageClassification,
+    MaskedLM,
     MemberWriter,
+    SequenceClassification,
     TrainingDiverged,
     ZooTrainer,
     accuracy_metrics,
@@ -37,6 +40,8 @@ from zoo.training import (
     run_provenance,
 )
 
+__all__ = ["Arguments", "MemberRun", "kind_defaults", "recipe_main", "train_prepared"]
+
 logger = logging.getLogger("zoo")
 
 # Keys that say where things go, not what the member is: ignored when comparing configs for resuming.
@@ -45,58 +50,16 @@ PLACE_KEYS = {"output_dir", "logging_dir", "run_name", "pretrained", "dataset_du
 # Errors of a member's setup (bad config, data or parent): one line and exit 2, no traceback.
 SETUP_ERRORS = (ConfigError, DataError, CheckpointError, ValueError, FileNotFoundError)
 
-
-@dataclass
-class Arguments:
-    model: Any
-    data: Any
-    zoo: Any
-    training: Any
-
-    def flat(self) -> dict[str, Any]:
-        return as_dict(self.model, self.data, self.zoo, self.training)
-
-    def with_params(self, params: dict[str, Any]) -> Arguments:
-        """A copy with `params` (a trial's values) applied to whichever dataclass owns each key."""
-        out = Arguments(*(copy.deepcopy(part) for part in (self.model, self.data, self.zoo, self.training)))
-        for key, value in params.items():
-            for part in (out.model, out.data, out.zoo, out.training):
-                if any(f.name == key for f in dataclasses.fields(part)):
-                    setattr(part, key, _coerce(getattr(part, key), value, key))
-                    break
-            else:
-                raise ConfigError(f"unknown config key {key!r}")
-        _apply_optimizer(out.training, out.zoo)  # `optimizer` decides the Trainer's `optim`
-        return out
-
-
-def _coerce(old: Any, value: Any, key: str) -> Any:
-    """A YAML value in the type of the field it replaces (PyYAML reads `1e-3` as text, for instance)."""
-    if not isinstance(value, str) or old is None or isinstance(old, str):
-        return value
-    try:
-        if isinstance(old, bool):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return value.lower() in ("true", "1", "yes")
-        if isinstance(old, (int, float)):
-            number = float(value)
-            return int(number) if isinstance(old, int) and number.is_integer() else number
-    except ValueError:
-        raise ConfigError(f"{key}: {value!r} is not a valid {type(old).__name__}") from None
-    return value
-
-
-def _apply_optimizer(training, zoo) -> None:
-    if zoo.optimizer == "adamw":
-        fused = zoo.fused_optimizer and torch.cuda.is_available()
-        training.optim = OptimizerNames("adamw_torch_fused" if fused else "adamw_torch")
-        training.optim_args = None
-    elif zoo.optimizer == "sgd":
-        training.optim = OptimizerNames("sgd")
-        training.optim_args = f"momentum={zoo.momentum}"
-    else:
-        raise ConfigError(f"optimizer {zoo.optimizer!r} is not one of adamw, sgd")
+# The training objective of each kind's `objective` (zoo.kinds), from the run's prepared data
+OBJECTIVES = {
+    "image_classification": lambda run, args: ImageClassification(
+        args.zoo, run.image_size, run.data.num_labels, args.data.image_mean, args.data.image_std),
+    "contrastive": lambda run, args: Contrastive(
+        args.zoo, run.image_size, run.channels, args.data.image_mean, args.data.image_std),
+    "causal_lm": lambda run, args: CausalLM(),
+    "masked_lm": lambda run, args: MaskedLM(),
+    "sequence_classification": lambda run, args: SequenceClassification(),
+}
 
 
 def _jsonable(obj: Any) -> Any:
@@ -110,32 +73,56 @@ class MemberRun:
         self.kind = kinds.get(kind) if isinstance(kind, str) else kind
         self.args, self.raw_config = args, dict(raw_config or {})
         self.modality, self.stage = self.kind.modality, self.kind.stage
-        self.parent: dict[str, Any] | None = None
         self._check(args)
         self.root = Path(args.training.output_dir)
-        self.processing_class: Any = None
-        self.collator = default_data_collator
-        self.eval_collator = None  # a factory of the evaluation collator, when it differs (seeded masking)
-        self.image_size = self.channels = 0
-        self.data: TaskData = self._prepare_data()
+        self.parent: dict[str, Any] | None = None
+        parent_config = self._read_parent(args) if self.kind.from_parent else None
+        self.family = self._family(args, parent_config)
+        self.prepared = self._prepare_data(parent_config)
+        self.data: TaskData = self.prepared.data
+        self.processing_class = self.prepared.processing_class
+        self.collator = self.prepared.collator or default_data_collator
+        self.eval_collator = self.prepared.eval_collator
+        self.image_size, self.channels = self.prepared.image_size, self.prepared.channels
 
     # ------------------------------------------------ checks and data
 
     def _check(self, args: Arguments) -> None:
         zoo = args.zoo
-        if self.stage == "finetuning" and not zoo.pretrained:
+        if self.kind.from_parent and not zoo.pretrained:
             raise ConfigError("--pretrained is required: a parent member's checkpoint folder")
         if zoo.pretrained:
             zoo.pretrained = str(Path(zoo.pretrained).resolve())
         kinds.check_common(self.kind, args)
-        _apply_optimizer(args.training, zoo)
+        apply_optimizer(args.training, zoo)
 
-    def _prepare_data(self) -> TaskData:
-        data = self.kind.prepare_data(self)
+    def _read_parent(self, args: Arguments) -> dict[str, Any]:
+        """The parent checkpoint's model config (checked to be of one of the kind's families)."""
+        config = read_checkpoint_config(args.zoo.pretrained, self.kind.parent_model_types, self.kind.script)
+        self.parent = self.parent_info(args.zoo.pretrained)
+        return config
+
+    def _family(self, args: Arguments, parent_config: dict[str, Any] | None) -> families.Family:
+        """The member's architecture family: its parent's when finetuning (recorded as `architecture` unless it is
+        the kind's default, so that planning names the member the same way)."""
+        if parent_config is None:
+            return self.kind.family(args)
+        family = families.of_model_type(parent_config.get("model_type"))
+        if args.model.architecture not in (None, family.name):
+            raise ConfigError(f"architecture {args.model.architecture!r}: the parent checkpoint is a "
+                              f"{family.name} model")
+        if family.name != self.kind.default_family:
+            args.model.architecture = family.name
+        return family
+
+    def _prepare_data(self, parent_config: dict[str, Any] | None) -> Prepared:
+        prepared = prepare(self.kind, self.args, self.family, parent_config, self.root / ".cache")
         for name in ("train", "test"):
-            if len(data.splits[name]) == 0:
+            if len(prepared.data.splits[name]) == 0:
                 raise DataError(f"split {name!r} is empty")
-        return data
+        if self.kind.heads and self.args.zoo.head == "mlp":
+            kinds.check_mlp_head(self.args.zoo.head_hidden_size, prepared.data.num_labels)
+        return prepared
 
     def parent_info(self, pretrained: str) -> dict[str, Any]:
         """The parent member of a finetuning run, as recorded in the child's config.json."""
@@ -155,7 +142,7 @@ class MemberRun:
     # ------------------------------------------------ per member (per trial)
 
     def member_name(self, args: Arguments) -> str:
-        return member_name(self.kind, args)
+        return kinds.member_name(self.kind, args)
 
     def member_config(self, args: Arguments, name: str) -> dict[str, Any]:
         epochs = int(args.training.num_train_epochs)
@@ -179,11 +166,22 @@ class MemberRun:
         }
 
     def objective(self, args: Arguments):
-        return self.kind.objective(self, args)
+        return OBJECTIVES[self.kind.objective_for(args)](self, args)
 
     def build_model(self, args: Arguments) -> torch.nn.Module:
         set_seed(args.training.seed)  # seeded here: a search applies a trial's seed only after model_init
-        return self.kind.build_model(self, args)
+        task = self.kind.objective_for(args)
+        if self.kind.from_parent:
+            zoo = args.zoo
+            return classifier_from_parent(
+                self.family, task, zoo.pretrained, self.data.num_labels, self.data.label_names,
+                tokenizer=self.tokenizer, head=zoo.head, head_hidden=zoo.head_hidden_size,
+                freeze_encoder=zoo.freeze_encoder, attn_implementation=args.model.attn_implementation)
+        labelled = self.kind.predicts_labels(args)
+        return new_model(self.family, task, args.model, tokenizer=self.tokenizer,
+                         positions=args.data.block_size if self.tokenizer is not None else 0,
+                         num_labels=self.data.num_labels if labelled else 0,
+                         label_names=self.data.label_names if labelled else None, **self.kind.model_kwargs(args))
 
     def check_member_config(self, args: Arguments, member_dir: Path) -> dict[str, Any]:
         """The member's config.json content; refuses a folder that holds a member trained with another config."""
@@ -232,7 +230,7 @@ class MemberRun:
     @property
     def tokenizer(self):
         """The processing class the Trainer gets (a tokenizer; image processors are saved by the writer)."""
-        return None if self.image_size else self.processing_class
+        return self.prepared.tokenizer
 
     def train_member(self, args: Arguments, member_dir: Path, state_root: Path) -> layout.MemberInfo:
         """Train one member into `member_dir`, resuming from its Trainer state; skip it when already complete."""
@@ -268,14 +266,6 @@ def train_prepared(trainer, member_dir: Path):
     return output
 
 
-def member_name(kind: kinds.MemberKind, args: Arguments) -> str:
-    """The member's folder name, from its prefix and the values of its `name_factors` (defined with the planning
-    of zoos, which must not import this module's training stack)."""
-    from zoo.population import member_name as name
-
-    return name(kind, args)
-
-
 def last_trainer_checkpoint(folder: str | Path) -> str | None:
     """The newest *complete* Trainer checkpoint (its trainer_state.json is written last); partial ones removed."""
     folder = Path(folder)
@@ -305,7 +295,7 @@ def recipe_main(kind: str, argv: list[str] | None = None) -> int:
     member_kind = kinds.get(kind)
     join_cpu_processes()  # before the arguments: they set up the device and the process group
     try:
-        (model_args, data_args, zoo_args, training_args), raw = parse_recipe_args(kind_defaults(member_kind),
+        (model_args, data_args, zoo_args, training_args), raw = parse_recipe_args(kinds.kind_defaults(member_kind),
                                                                                   argv)
         if not training_args.output_dir or training_args.output_dir == "trainer_output":
             raise ConfigError("--output_dir is required")
@@ -349,20 +339,13 @@ def prepare_data_main(argv: list[str]) -> int:
     dump = Path(rest[index + 1])
     del rest[index : index + 2]
     try:
-        (model_args, data_args, zoo_args, training_args), raw = parse_recipe_args(kind_defaults(kind), rest)
+        (model_args, data_args, zoo_args, training_args), raw = parse_recipe_args(kinds.kind_defaults(kind), rest)
         training_args.output_dir = str(dump.parent)
         run = MemberRun(kind, Arguments(model_args, data_args, zoo_args, training_args), raw)
-        splits = kind.dump_splits(run.data.splits)
+        splits = dump_splits(kind, run.data.splits)
         save_dump(TaskData(splits, run.data.label_names, run.data.info), dump)
     except SETUP_ERRORS as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
     print(f"dump {dump}: " + ", ".join(f"{name} {len(split)}" for name, split in splits.items()))
     return 0
-
-
-def kind_defaults(kind: kinds.MemberKind) -> dict[str, Any]:
-    """Config defaults of a kind (under the config file): its name factors and any others it declares."""
-    from zoo.population import kind_defaults as defaults
-
-    return defaults(kind)

@@ -69,9 +69,7 @@ from .names import (
     FAILURE,
     MEMBER_CONFIG,
     MEMBER_FORMAT,
-    MODALITIES,
     RESULTS,
-    STAGES,
     STATES,
     TRAINER_STATE_DIR,
     WEIGHTS,
@@ -92,7 +90,7 @@ from .trainer_state import remove_trainer_state
 from .zoo_file import read_zoo_file, write_zoo_file
 
 __all__ = [
-    "FAILURE", "LOCK_FILE", "MEMBER_CONFIG", "MEMBER_FORMAT", "MODALITIES", "RESULTS", "STAGES", "STATES",
+    "FAILURE", "LOCK_FILE", "MEMBER_CONFIG", "MEMBER_FORMAT", "RESULTS", "STATES",
     "TRAINER_STATE_DIR", "WEIGHTS", "WRITERS_FILE", "ZOO_FILE", "ZOO_FORMAT",
     "LayoutError", "MemberInfo", "WriterGone", "WriterGuard", "ZooLock", "ZooLockedError",
     "append_result", "atomic_dir", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "check_writer",

@@ -15,8 +15,6 @@ FAILURE = "error.json"
 ZOO_FILE = "zoo.json"
 WEIGHTS = "model.safetensors"
 TRAINER_STATE_DIR = ".trainer_state"
-MODALITIES = ("vision", "language")
-STAGES = ("pretraining", "finetuning")
 STATES = ("complete", "incomplete", "failed", "pending")
 
 _CHECKPOINT_RE = re.compile(r"^checkpoint_(\d{6})$")
@@ -67,17 +65,13 @@ def planned_checkpoints(epochs: int, every: int) -> list[int]:
 
 
 def zoo_stage_dir(zoo: str | Path, modality: str, stage: str, parent: str | None = None) -> Path:
-    """The folder of a stage's members: `<zoo>/<modality>/<stage>/[<parent>/]`."""
-    if modality not in MODALITIES:
-        raise LayoutError(f"modality must be one of {MODALITIES}, got {modality!r}")
-    if stage not in STAGES:
-        raise LayoutError(f"stage must be one of {STAGES}, got {stage!r}")
+    """The folder of a stage's members: `<zoo>/<modality>/<stage>/`, and under it `<parent>/` for the members
+    finetuned from one parent (the registry, `zoo.kinds`, says which modalities and stages exist)."""
+    for what, value in (("modality", modality), ("stage", stage), ("parent", parent or "_")):
+        if not value or _UNSAFE_PREFIX.search(value) or value.strip(".") == "":
+            raise LayoutError(f"{what} {value!r} is not a folder name")
     base = Path(zoo) / modality / stage
-    if stage == "finetuning":
-        if not parent:
-            raise LayoutError("finetuned members need their parent's name")
-        base = base / parent
-    return base
+    return base / parent if parent else base
 
 
 def zoo_member_dir(zoo: str | Path, modality: str, stage: str, name: str, parent: str | None = None) -> Path:

@@ -5,16 +5,16 @@ Each stage of a modality is one `Trainer.hyperparameter_search(backend="ray")` c
 runs one search per complete pretrained parent. Members land in the zoo layout of `zoo.layout`; complete ones are
 skipped, incomplete ones resume from their Trainer state, failed ones are recorded and retried on the next run.
 
-Planning (`spec`, `grid`, `keys`, `names`, `plans`, `planner`) imports no training stack. Running: `search` (the
-stage's hyperparameter search), `trials` (what a trial runs), `ray_runtime`, `progress`, `generation` (the stages
-in order) and `cli` (`zoo generate`).
+Planning (`spec`, `grid`, `plans`, `planner`) imports no training stack. Running: `search` (the stage's
+hyperparameter search), `trials` (what a trial runs), `ray_runtime`, `progress`, `generation` (the stages in
+order) and `cli` (`zoo generate`).
 """
 
+from zoo.kinds import kind_defaults, member_name
+from zoo.kinds.keys import READ_BY, check_keys_read
 from zoo.population.cli import INTERRUPTED, cli_generate
 from zoo.population.generation import drop_finished_states, generate
 from zoo.population.grid import GROUP_KEYS
-from zoo.population.keys import READ_BY, check_keys_read
-from zoo.population.names import kind_defaults, member_name
 from zoo.population.planner import DEVICE_KEYS, _Planner, _planner, plan_member, plan_members
 from zoo.population.plans import PlannedMember, StagePlan
 from zoo.population.progress import Progress, duration, say

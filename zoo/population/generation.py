@@ -11,7 +11,7 @@ from typing import Any
 
 from zoo import kinds, layout
 from zoo.arguments import ConfigError, parse_config
-from zoo.population.names import kind_defaults
+from zoo.kinds import kind_defaults
 from zoo.population.planner import plan_member, plan_members
 from zoo.population.plans import PlannedMember, StagePlan
 from zoo.population.progress import Progress, duration, say

@@ -14,7 +14,7 @@ from typing import Any
 
 from zoo import kinds, layout
 from zoo.arguments import Arguments, ConfigError, check_keys
-from zoo.population.names import kind_defaults, member_name
+from zoo.kinds import kind_defaults, member_name
 from zoo.population.plans import PlannedMember, StagePlan
 
 DEVICE_KEYS = {"bf16", "fp16", "tf32", "bf16_full_eval", "fp16_full_eval", "torch_compile", "use_cpu"}
@@ -203,7 +203,7 @@ def _plan_stage(plan: StagePlan, pretrained: dict[tuple[str, str], list[PlannedM
     """Fill one stage's `members` (see `plan_members`); `pretrained` collects the pretraining stages' members."""
     plan.members = []
     parent_members = pretrained.get((plan.modality, kinds.get(plan.kind).parent_kind), [])
-    parents = [None] if kinds.is_pretraining(plan.stage) else [m.name for m in parent_members]
+    parents: list[PlannedMember | None] = [None] if kinds.is_pretraining(plan.stage) else list(parent_members)
     if kinds.is_finetuning(plan.stage):
         _check_from_checkpoint(plan, parent_members)
     if plan.optuna_trials:  # sampled members are known only once sampled
@@ -215,10 +215,20 @@ def _plan_stage(plan: StagePlan, pretrained: dict[tuple[str, str], list[PlannedM
             raise ConfigError(f"{plan.modality}.{plan.stage}: two grid points give the member name "
                               f"{first.name!r}; add the differing key to name_factors")
         names.add(first.name)
-        plan.members += [dataclasses.replace(first, parent=parent) for parent in parents]
+        plan.members += [_for_parent(plan, point, grid_keys, first, parent) for parent in parents]
         bar.update()
     if kinds.is_pretraining(plan.stage):
         pretrained.setdefault((plan.modality, plan.kind), []).extend(plan.members)
+
+
+def _for_parent(plan: StagePlan, point: dict[str, Any], grid_keys: list[str], member: PlannedMember,
+                parent: PlannedMember | None) -> PlannedMember:
+    """A planned member under one parent. A finetuned member takes its parent's architecture family: it is
+    planned again with it (its name may say it) unless that is the kind's default."""
+    architecture = parent.params.get("architecture") if parent is not None else None
+    if architecture in (None, kinds.get(plan.kind).default_family):
+        return dataclasses.replace(member, parent=parent.name if parent is not None else None)
+    return plan_member(plan, {**point, "architecture": architecture}, grid_keys, parent.name)
 
 
 def _check_from_checkpoint(plan: StagePlan, parents: list[PlannedMember]) -> None:

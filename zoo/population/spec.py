@@ -9,8 +9,8 @@ from typing import Any
 
 from zoo import kinds, layout
 from zoo.arguments import ConfigError, check_keys, load_yaml
+from zoo.kinds.keys import check_keys_read
 from zoo.population.grid import stage_points
-from zoo.population.keys import check_keys_read
 from zoo.population.plans import StagePlan
 
 SPEC_KEYS = {"name", "description", "license", "resources", *kinds.MODALITIES}

@@ -55,7 +55,8 @@ def _make_trainer_class():
             if isinstance(trial, dict):  # Ray: the grid names the member, or the pack
                 return self.plans[trial["member"]]
             values = self.stage_plan.sample(trial)  # Optuna: a member from the sampled values
-            return [plan_member(self.stage_plan, values, list(values), self.parent)]
+            family = {"architecture": self.run.args.model.architecture} if self.run.args.model.architecture else {}
+            return [plan_member(self.stage_plan, {**values, **family}, list(values), self.parent)]
 
         def _member_args(self, plan: PlannedMember):
             return self.run.args.with_params({k: v for k, v in plan.params.items()

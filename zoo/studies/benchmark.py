@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from zoo import kinds, layout
-from zoo.evaluation import is_classifier
+from zoo.studies.evaluation import is_classifier
 from zoo.studies.weights import QUANTILES, Reader, shared_keys, tensor_stats
 
 MIN_BENCHMARK_MEMBERS = 4

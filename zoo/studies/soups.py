@@ -15,8 +15,8 @@ tokenizer files of an ingredient) plus `soup.json`: method, ingredients (member 
 members, and validation and test metrics of the soup and of its ingredients.
 
 `--out` is never a zoo member's folder or inside one, and an existing `--out` is replaced only when it holds an
-earlier soup of the same command (method, zoo, parent or member, --last). Evaluation is `zoo.evaluation`'s. Zoos are
-read through `zoo.layout` only; weights are read with safetensors, never pickle.
+earlier soup of the same command (method, zoo, parent or member, --last). Evaluation is `zoo.studies.evaluation`'s.
+Zoos are read through `zoo.layout` only; weights are read with safetensors, never pickle.
 """
 
 from __future__ import annotations
@@ -33,7 +33,14 @@ from typing import Any
 import numpy as np
 
 from zoo import architectures, layout
-from zoo.evaluation import TaskCache, data_arguments, evaluate_members, evaluate_model, load_model, model_architecture
+from zoo.studies.evaluation import (
+    TaskCache,
+    data_arguments,
+    evaluate_members,
+    evaluate_model,
+    load_model,
+    model_architecture,
+)
 from zoo.studies.weights import read_weights as read_weight_file
 
 SOUP_FORMAT = "transformer-zoo/soup/v1"

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import augment
+from zoo import augment, families
 from zoo.losses import linear_cross_entropy
 
 
@@ -23,11 +23,12 @@ def unwrap(model: nn.Module) -> nn.Module:
         model = inner
 
 
-def vocabulary_head(model: nn.Module, objective: str) -> nn.Module | None:
-    """The stock model's vocabulary head for `objective` ("causal" or "masked"), under DDP or compile too; None for
-    a model without it (another head, or a pack's functional stack)."""
-    attribute = {"causal": "lm_head", "masked": "cls"}[objective]  # GPT-2's head; BertForMaskedLM's head
-    return getattr(unwrap(model), attribute, None)
+def vocabulary_head(model: nn.Module) -> nn.Module | None:
+    """The stock model's vocabulary head (its family's `vocabulary_head`), under DDP or compile too; None for a
+    model without one (another head, or a pack's functional stack)."""
+    inner = unwrap(model)
+    family = families.of_model_type(getattr(getattr(inner, "config", None), "model_type", None))
+    return getattr(inner, family.vocabulary_head, None) if family is not None and family.vocabulary_head else None
 
 
 class Objective:
@@ -146,7 +147,7 @@ class CausalLM(Objective):
     chunk, so the full-vocabulary logits (and their fp32 copy, and a separate argmax pass) never exist."""
 
     def _loss(self, model, inputs):
-        head = vocabulary_head(model, "causal")
+        head = vocabulary_head(model)
         labels = inputs["labels"][:, 1:]
         if not isinstance(head, nn.Linear) or head.bias is not None:  # another head (or a pack): plain logits
             logits = model(input_ids=inputs["input_ids"]).logits[:, :-1].float()
@@ -180,7 +181,7 @@ class MaskedLM(Objective):
     def _logits_loss(self, model, inputs):
         labels = inputs["labels"]
         mask = labels != -100
-        head = vocabulary_head(model, "masked")
+        head = vocabulary_head(model)
         handle = head.register_forward_pre_hook(lambda _, args: (args[0][mask],)) if head is not None else None
         try:
             logits = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).logits.float()

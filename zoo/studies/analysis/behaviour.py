@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 
 from zoo import kinds, layout
-from zoo.evaluation import TaskCache, data_arguments, has_representation, load_model, run_model
 from zoo.studies.analysis.lineage import even_sample, lineage_order, parent_name
 from zoo.studies.analysis.plots import _heatmap, _plt, short_name
 from zoo.studies.analysis.report import Report, safe_name
+from zoo.studies.evaluation import TaskCache, data_arguments, has_representation, load_model, run_model
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:

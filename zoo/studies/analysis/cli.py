@@ -6,13 +6,13 @@ from collections import Counter
 from pathlib import Path
 
 from zoo import layout
-from zoo.evaluation import TaskCache
 from zoo.studies.analysis.behaviour import behaviour_section
 from zoo.studies.analysis.lineage import lineage_order, member_ids
 from zoo.studies.analysis.performance import performance_section
 from zoo.studies.analysis.report import Report
 from zoo.studies.analysis.soup_comparison import soups_section
 from zoo.studies.analysis.weight_space import weight_section
+from zoo.studies.evaluation import TaskCache
 
 DEFAULT_WEIGHTS_ONLY_CAP = 128
 

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 
 from zoo import kinds, layout
-from zoo.evaluation import TaskCache, is_classifier
 from zoo.studies import soups
 from zoo.studies.analysis.lineage import parent_name, pretraining_mode
 from zoo.studies.analysis.plots import _plt
 from zoo.studies.analysis.report import Report
+from zoo.studies.evaluation import TaskCache, is_classifier
 
 SOUP_BARS = {"best_ingredient_test_acc": "best ingredient", "uniform_soup_test_acc": "uniform soup",
              "greedy_soup_test_acc": "greedy soup", "epoch_avg_test_acc": "epoch average"}

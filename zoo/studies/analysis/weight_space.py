@@ -38,7 +38,7 @@ def _relation(row) -> str:
         return "across parents"
     if row.parent_a == row.member_b or row.parent_b == row.member_a:
         return "parent-child"
-    return "pretraining" if _both(kinds.is_pretraining, row.stage_a, row.stage_b) else "other"
+    return kinds.PRETRAINING if _both(kinds.is_pretraining, row.stage_a, row.stage_b) else "other"
 
 
 def _pair_rows(modality: str, chosen: list[layout.MemberInfo], dist: np.ndarray, cosine: np.ndarray, size: int,

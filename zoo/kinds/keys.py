@@ -1,4 +1,4 @@
-"""Config keys that only some kinds read (see zoo.kinds, zoo.models, zoo.training, zoo.data), as a table.
+"""Config keys that only some kinds read (see zoo.models, zoo.training, zoo.data), as a table of the registry.
 
 A grid over one of them in a stage of another kind makes members that differ in name only: `check_keys_read`
 refuses it. Keys missing from the table are read by every kind.
@@ -15,24 +15,20 @@ from zoo.arguments import ConfigError
 
 @dataclass(frozen=True)
 class Readers:
-    """The kinds that read some config keys: those of `modality` and of `stage` (None: any), or the kinds named
-    in `names`."""
+    """The kinds that read some config keys: those of `modality`, `stage` and `objective` (None: any)."""
 
     description: str  # for messages: "vision pretraining (...)"
     modality: str | None = None
     stage: str | None = None
-    names: tuple[str, ...] = ()
+    objective: str | None = None
 
     def __post_init__(self) -> None:
         if self.modality not in (None, *kinds.MODALITIES) or self.stage not in (None, *kinds.STAGES):
             raise ValueError(f"{self.description}: modality/stage must be in {kinds.MODALITIES}/{kinds.STAGES}")
-        for name in self.names:
-            kinds.get(name)  # a registered kind
 
     def read(self, kind: kinds.MemberKind) -> bool:
-        if self.names:
-            return kind.name in self.names
-        return self.modality in (None, kind.modality) and self.stage in (None, kind.stage)
+        return (self.modality in (None, kind.modality) and self.stage in (None, kind.stage)
+                and self.objective in (None, kind.objective))
 
 
 _TABLE: tuple[tuple[Readers, tuple[str, ...]], ...] = (
@@ -50,7 +46,9 @@ _TABLE: tuple[tuple[Readers, tuple[str, ...]], ...] = (
     (Readers("language pretraining (a finetuned member takes its parent's tokenizer)", "language",
              kinds.PRETRAINING), ("block_size", "tokenizer_name", "vocab_size")),
     (Readers("language finetuning", "language", kinds.FINETUNING), ("max_length",)),
-    (Readers("masked-LM pretraining", names=("mlm-pretrain",)), ("mlm_probability",)),
+    (Readers("masked-LM pretraining", stage=kinds.PRETRAINING, objective="masked_lm"), ("mlm_probability",)),
+    (Readers("pretraining kinds (a finetuned member takes its parent's)", stage=kinds.PRETRAINING),
+     ("architecture",)),
 )
 
 READ_BY: dict[str, Readers] = {key: readers for readers, keys in _TABLE for key in keys}

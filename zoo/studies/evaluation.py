@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo import architectures, layout
+from zoo import architectures, kinds, layout
 
 
 class EvaluationError(ValueError):
@@ -57,13 +57,22 @@ class Task:
     """The held-out splits of one data configuration, ready to be fed to a model."""
 
     key: str
-    modality: str
+    data: str  # the member kind's data (zoo.kinds): how its examples become model inputs
     splits: Any
     mean: float = 0.5
     std: float = 0.5
     image_size: int = 0  # the model's input size (images may be stored smaller)
     tokenizer: Any = None
     collator: Any = None
+
+
+def _data_of(member: layout.MemberInfo) -> str:
+    """The member kind's data, refused when evaluation has no inputs for it."""
+    kind = kinds.of_member(member.config)
+    if kind is None or kind.data not in _TASKS:
+        raise EvaluationError(f"member {member.relpath or member.name}: no evaluation for kind "
+                              f"{member.config.get('kind')!r} ({kind.data if kind else 'unknown kind'})")
+    return kind.data
 
 
 class TaskCache:
@@ -77,39 +86,73 @@ class TaskCache:
         data_args = dataclasses.asdict(data_arguments(member))
         data_args.pop("preprocessing_num_workers", None)
         config = layout.read_json(checkpoint / "config.json")
-        extra: Any
-        if member.modality == "vision":
-            extra = [config.get("image_size"), config.get("num_channels"), _stored_size(member)]
-        else:
-            tokenizer_file = checkpoint / "tokenizer.json"
-            extra = hashlib.sha256(tokenizer_file.read_bytes()).hexdigest() if tokenizer_file.is_file() else str(
-                checkpoint)
+        extra = _TASKS[_data_of(member)].key_extra(member, checkpoint, config)
         return hashlib.sha256(json.dumps([member.modality, data_args, extra], default=str).encode()).hexdigest()[:16]
 
     def get(self, member: layout.MemberInfo, checkpoint: str | Path | None = None) -> Task:
-        from zoo.data import load_images, load_text_classification
-
         checkpoint = Path(checkpoint or member.checkpoint_dir())
         key = self.task_key(member, checkpoint)
-        if key in self._tasks:
-            return self._tasks[key]
-        data_args = data_arguments(member)
-        config = layout.read_json(checkpoint / "config.json")
-        if member.modality == "vision":
-            data = load_images(data_args, int(config["image_size"]), int(config.get("num_channels", 3)),
-                               stored_size=_stored_size(member))
-            task = Task(key, "vision", data.splits, float(data_args.image_mean), float(data_args.image_std),
-                        image_size=int(config["image_size"]))
-        else:
-            from transformers import AutoTokenizer, DataCollatorWithPadding
+        if key not in self._tasks:
+            config = layout.read_json(checkpoint / "config.json")
+            self._tasks[key] = _TASKS[_data_of(member)].load(key, member, checkpoint, config)
+        return self._tasks[key]
 
-            tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = tokenizer.eos_token
-            data = load_text_classification(data_args, tokenizer)
-            task = Task(key, "language", data.splits, tokenizer=tokenizer, collator=DataCollatorWithPadding(tokenizer))
-        self._tasks[key] = task
-        return task
+
+class _ImageTask:
+    @staticmethod
+    def key_extra(member, checkpoint, config):
+        return [config.get("image_size"), config.get("num_channels"), _stored_size(member)]
+
+    @staticmethod
+    def load(key, member, checkpoint, config) -> Task:
+        from zoo.data import load_images
+
+        data_args = data_arguments(member)
+        data = load_images(data_args, int(config["image_size"]), int(config.get("num_channels", 3)),
+                           stored_size=_stored_size(member))
+        return Task(key, "images", data.splits, float(data_args.image_mean), float(data_args.image_std),
+                    image_size=int(config["image_size"]))
+
+    @staticmethod
+    def batch(task: Task, rows) -> dict:
+        import torch
+
+        from zoo import augment
+
+        # exactly the trainer's evaluation transform (zoo.training's ImageClassification.eval_loss), so that the
+        # metrics here reproduce the members' result.json
+        images = augment.resize(augment.to_unit(torch.as_tensor(rows["pixel_values"])), task.image_size)
+        return {"pixel_values": augment.normalize(images, task.mean, task.std)}
+
+
+class _TextTask:
+    @staticmethod
+    def key_extra(member, checkpoint, config):
+        tokenizer_file = checkpoint / "tokenizer.json"
+        return hashlib.sha256(tokenizer_file.read_bytes()).hexdigest() if tokenizer_file.is_file() else str(checkpoint)
+
+    @staticmethod
+    def load(key, member, checkpoint, config) -> Task:
+        from transformers import AutoTokenizer, DataCollatorWithPadding
+
+        from zoo.data import load_text_classification
+
+        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        data = load_text_classification(data_arguments(member), tokenizer)
+        return Task(key, "text_classification", data.splits, tokenizer=tokenizer,
+                    collator=DataCollatorWithPadding(tokenizer))
+
+    @staticmethod
+    def batch(task: Task, rows) -> dict:
+        keys = [key for key in ("input_ids", "attention_mask") if key in rows]
+        batch = task.collator([dict(zip(keys, values)) for values in zip(*(rows[key] for key in keys))])
+        return {key: batch[key] for key in keys}
+
+
+# Evaluation inputs per kind data (zoo.kinds)
+_TASKS = {"images": _ImageTask, "text_classification": _TextTask}
 
 
 def _stored_size(member: layout.MemberInfo) -> int | None:
@@ -126,22 +169,10 @@ def device() -> str:
 def _batches(task: Task, split: str, batch_size: int):
     import torch
 
-    from zoo import augment
-
     data = task.splits[split]
     for start in range(0, len(data), batch_size):
         rows = data[start : start + batch_size]
-        if task.modality == "vision":
-            # exactly the trainer's evaluation transform (zoo.training.ImageClassification.eval_loss), so that the
-            # metrics here reproduce the members' result.json
-            images = augment.resize(augment.to_unit(torch.as_tensor(rows["pixel_values"])), task.image_size)
-            images = augment.normalize(images, task.mean, task.std)
-            yield {"pixel_values": images}, torch.as_tensor(rows["labels"])
-        else:
-            keys = [key for key in ("input_ids", "attention_mask") if key in rows]
-            features = [dict(zip(keys, values)) for values in zip(*(rows[key] for key in keys))]
-            batch = task.collator(features)
-            yield {key: batch[key] for key in keys}, torch.as_tensor(rows["labels"])
+        yield _TASKS[task.data].batch(task, rows), torch.as_tensor(rows["labels"])
 
 
 def _head(model):
