@@ -9,13 +9,15 @@ from typing import Any
 
 from torch import nn
 
+from zoo import families
+
 # Config keys whose values may differ between the members of one pack: everything else must be equal.
 PER_MEMBER_KEYS = frozenset({"seed", "learning_rate", "weight_decay", "momentum", "init", "init_std",
                              "member_prefix", "name_factors"})
 PACK_MODES = ("auto", "vmap", "loop")
 
-DROPOUT_CONFIG_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop",
-                       "attn_pdrop", "attention_dropout", "dropout")
+# dropout rates in the configs of every architecture family (zoo.families), and the generic name
+DROPOUT_CONFIG_KEYS = (*families.dropout_keys(), "dropout")
 
 
 def resolve_mode(mode: str, models: list[nn.Module] | None = None) -> str:

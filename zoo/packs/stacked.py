@@ -7,6 +7,7 @@ import copy
 import logging
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from zoo.packs.grouping import has_dropout, resolve_mode
@@ -225,7 +226,24 @@ def _code_holder(model: nn.Module, eager_attention: bool) -> nn.Module:
     for module in base.modules():  # a warning that peeks at token values: not possible (nor needed) under vmap
         if hasattr(module, "warn_if_padding_and_no_attention_mask"):
             module.warn_if_padding_and_no_attention_mask = _no_warning
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            module.forward = _padding_row_detached(module)
     return base
+
+
+def _padding_row_detached(module: nn.Embedding):
+    """`nn.Embedding.forward` with its padding row kept out of the gradient by a detach instead of `padding_idx`:
+    torch's vmap of the embedding backward with batched indices zeroes that row for the first member only, so the
+    other members' padding rows would learn from their inputs (a tied output head still trains the row)."""
+    def forward(ids: torch.Tensor) -> torch.Tensor:
+        weight = module.weight
+        keep = torch.ones(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
+        keep[module.padding_idx] = 0
+        weight = weight * keep + (weight * (1 - keep)).detach()  # the same values
+        return F.embedding(ids, weight, None, module.max_norm, module.norm_type, module.scale_grad_by_freq,
+                           module.sparse)
+
+    return forward
 
 
 def _no_warning(*args, **kwargs) -> None:
