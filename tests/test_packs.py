@@ -91,6 +91,32 @@ def test_a_pack_trains_each_member_as_it_would_train_alone(tmp_path, mode, solo)
     assert not (tmp_path / "state" / "pack-test").exists()
 
 
+def test_a_pack_of_llama_decoders_trains_each_as_alone(tmp_path):
+    """vmap over the stock LlamaForCausalLM (RoPE, RMSNorm, SwiGLU, tied embeddings): each member's weights and
+    losses are those of its solo run. Plain SGD: its step is linear in the gradient, so the rounding noise of the
+    near-zero gradients of rarely seen tokens stays noise (AdamW would make each a step of the learning rate)."""
+    small = {"max_train_samples": 2, "max_eval_samples": 2, "vocab_size": 512, "block_size": 32,  # 2 steps/epoch
+             "per_device_train_batch_size": 32, "num_train_epochs": 2, "optimizer": "sgd", "max_grad_norm": 0}
+    members = [{"seed": 1, "learning_rate": 0.05}, {"seed": 2, "learning_rate": 0.1, "weight_decay": 0.1}]
+    solo = _language_run(tmp_path / "solo", "lm-pretrain", "pretrain_llama_tiny.yaml", **small)
+    for _, args, member_dir in _plans(solo, tmp_path / "solo", members):
+        solo.train_member(args, member_dir, tmp_path / "solo")
+    run = _language_run(tmp_path / "packed", "lm-pretrain", "pretrain_llama_tiny.yaml", **small)
+    plans = _plans(run, tmp_path / "packed", members)
+    packs.train_pack(run, plans, tmp_path / "state" / "pack-llama", "vmap")
+    moved = []
+    for name, _, member_dir in plans:
+        packed, alone = layout.load_member(member_dir), layout.load_member(tmp_path / "solo" / name)
+        assert packed.is_complete() and packed.config["provenance"]["pack"]["mode"] == "vmap"
+        assert _max_difference(_weights(member_dir, 0), _weights(alone.path, 0)) == 0
+        assert _max_difference(_weights(member_dir, 2), _weights(alone.path, 2)) < 1e-5
+        moved.append(_max_difference(_weights(member_dir, 2), _weights(member_dir, 0)))
+        for mine, theirs in zip(packed.results, alone.results, strict=True):
+            assert mine["train_loss"] == pytest.approx(theirs["train_loss"], abs=1e-4)
+            assert mine["test_loss"] == pytest.approx(theirs["test_loss"], abs=1e-4)
+    assert min(moved) > 1e-3  # the members did train
+
+
 def test_a_diverging_member_fails_alone(tmp_path):
     run = _run(tmp_path, label_smoothing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, warmup_steps=0)
     plans = _plans(run, tmp_path / "pack", [{"learning_rate": 1e-3}, {"learning_rate": 1e38}])
@@ -157,13 +183,15 @@ EVALUATED = {  # what the evaluation test packs: a ViT (supervised or SimCLR), a
                                      temperature=0.1, projection_dim=64),
     "causal-lm": lambda root: _language_run(root, "lm-pretrain", "pretrain_tiny.yaml", max_eval_samples=40,
                                             per_device_eval_batch_size=16),
+    "llama": lambda root: _language_run(root, "lm-pretrain", "pretrain_llama_tiny.yaml", max_eval_samples=40,
+                                        per_device_eval_batch_size=16),
     "masked-lm": lambda root: _language_run(root, "mlm-pretrain", "pretrain_mlm_tiny.yaml", max_eval_samples=40,
                                             per_device_eval_batch_size=16),
 }
 
 
 @pytest.mark.parametrize("what,vmapped", [("supervised", True), ("contrastive", True), ("supervised", False),
-                                          ("causal-lm", True), ("masked-lm", False)])
+                                          ("causal-lm", True), ("llama", True), ("masked-lm", False)])
 def test_a_pack_evaluates_its_members_at_once_as_each_alone(tmp_path, monkeypatch, what, vmapped):
     """One pass over the test batches (the members' forwards vmapped, as on a GPU, or member after member, as on a
     CPU) gives each member the metrics `Trainer.evaluate` gives it, and its random stream makes the draws that

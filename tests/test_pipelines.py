@@ -1,8 +1,9 @@
 """Every member works in the stock `transformers.pipeline` for its task, loaded by path with nothing of this project
 imported (tests/pipeline_worker.py, in a fresh process): image-classification (a supervised ViT parent and a finetuned
-child), image-feature-extraction (the SimCLR backbone), text-generation (GPT-2 LM), fill-mask (BERT masked LM) and
-text-classification (GPT-2 and BERT classifiers). A classifier's pipeline accuracy on the raw test images or texts is
-its recorded test accuracy; an MLP-head member is refused by every stock classifier loader and loads as the docs say.
+child), image-feature-extraction (the SimCLR backbone), text-generation (GPT-2 and Llama LMs), fill-mask (BERT masked
+LM) and text-classification (GPT-2, Llama and BERT classifiers). A classifier's pipeline accuracy on the raw test
+images or texts is its recorded test accuracy; an MLP-head member is refused by every stock classifier loader and
+loads as the docs say.
 """
 
 import hashlib
@@ -99,11 +100,14 @@ def zoo(tmp_path_factory):
     gpt2 = _train("lm-pretrain", "language/pretrain_tiny.yaml", root / "gpt2", *LM)
     gpt2_cls = _train("lm-finetune", "language/finetune_tiny.yaml", root / "gpt2_cls",
                       "--pretrained", str(gpt2.checkpoint_dir()), *CLASSIFY)
+    llama = _train("lm-pretrain", "language/pretrain_llama_tiny.yaml", root / "llama", *LM)
+    llama_cls = _train("lm-finetune", "language/finetune_tiny.yaml", root / "llama_cls",
+                       "--pretrained", str(llama.checkpoint_dir()), *CLASSIFY)
     bert = _train("mlm-pretrain", "language/pretrain_mlm_tiny.yaml", root / "bert", *LM)
     bert_cls = _train("mlm-finetune", "language/finetune_mlm_tiny.yaml", root / "bert_cls",
                       "--pretrained", str(bert.checkpoint_dir()), *CLASSIFY)
     return {"root": root, "supervised": supervised, "simclr": simclr, "linear": linear, "mlp": mlp, "gpt2": gpt2,
-            "gpt2_cls": gpt2_cls, "bert": bert, "bert_cls": bert_cls}
+            "gpt2_cls": gpt2_cls, "llama": llama, "llama_cls": llama_cls, "bert": bert, "bert_cls": bert_cls}
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +127,10 @@ def report(zoo):
                      **raw_test_texts(zoo["gpt2_cls"])},
         "bert_cls": {"task": "text_classification", "checkpoint": checkpoint["bert_cls"],
                      **raw_test_texts(zoo["bert_cls"])},
+        "llama_cls": {"task": "text_classification", "checkpoint": checkpoint["llama_cls"],
+                      **raw_test_texts(zoo["llama_cls"])},
+        "llama": {"task": "text_generation", "checkpoint": checkpoint["llama"], "prompt": "the film is",
+                  "long_text": LONG_TEXT},
         "bert": {"task": "fill_mask", "checkpoint": checkpoint["bert"], "text": "the film is <mask> and funny",
                  "long_text": LONG_TEXT},
         "gpt2": {"task": "text_generation", "checkpoint": checkpoint["gpt2"], "prompt": "the film is",
@@ -175,7 +183,7 @@ def test_finetuned_vit_in_the_image_classification_pipeline(zoo, report):
     assert config["image_mean"] == [0.5] * 3 and config["image_std"] == [0.5] * 3
 
 
-@pytest.mark.parametrize("name", ["gpt2_cls", "bert_cls"])
+@pytest.mark.parametrize("name", ["gpt2_cls", "llama_cls", "bert_cls"])
 def test_text_classifiers_in_the_text_classification_pipeline(zoo, report, name):
     entry = _entry(report, name)
     _check_classifier(zoo[name], entry, flips=0, atol=1e-5)
@@ -253,9 +261,10 @@ def test_bert_in_the_fill_mask_pipeline(report):
     assert entry["model_max_length"] == 32  # block_size: its positions
 
 
-def test_gpt2_in_the_text_generation_pipeline(report):
-    entry = _entry(report, "gpt2")
-    assert entry["model"] == "GPT2LMHeadModel"
+@pytest.mark.parametrize("name,model", [("gpt2", "GPT2LMHeadModel"), ("llama", "LlamaForCausalLM")])
+def test_causal_lms_in_the_text_generation_pipeline(report, name, model):
+    entry = _entry(report, name)
+    assert entry["model"] == model
     assert entry["greedy"].startswith("the film is") and len(entry["greedy"]) > len("the film is")
     assert entry["model_max_length"] == 32 and entry["padding_side"] == "left"
     # the pipeline's default asks 256 new tokens; generation_config.json stops at the 32 positions
