@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from small_zoo import shared_small_zoo
 
-from zoo import evaluation, layout
+from zoo import layout
 from zoo.cli import main
-from zoo.studies import analysis, benchmark, weights
+from zoo.studies import analysis, benchmark, evaluation, weights
 
 
 @pytest.fixture(scope="module")

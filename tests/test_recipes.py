@@ -304,8 +304,8 @@ def test_local_images_are_decoded_once_at_their_native_size(tmp_path, vit_parent
     from datasets import ClassLabel, Dataset, Features, Image
     from PIL import Image as PILImage
 
-    from zoo import evaluation
     from zoo.data import PilToPixels, embedded
+    from zoo.studies import evaluation
 
     images, labels, names = embedded.digits()
     pictures = [PILImage.fromarray(image).convert("RGB") for image in images[:200]]

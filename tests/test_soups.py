@@ -11,9 +11,9 @@ import pytest
 from safetensors.numpy import load_file
 from small_zoo import shared_small_zoo
 
-from zoo import evaluation, layout
+from zoo import layout
 from zoo.cli import main
-from zoo.studies import soups
+from zoo.studies import evaluation, soups
 
 
 @pytest.fixture(scope="module")
