@@ -15,10 +15,14 @@ RESUME_WEIGHTS = "resume_model.safetensors"
 
 
 def save_resume_weights(model: nn.Module, output_dir: str) -> None:
+    """Write the weights atomically (a temporary file, then a rename): a process killed while writing leaves none."""
     from safetensors.torch import save_model
 
     os.makedirs(output_dir, exist_ok=True)
-    save_model(model, os.path.join(output_dir, RESUME_WEIGHTS))
+    path = os.path.join(output_dir, RESUME_WEIGHTS)
+    partial = f"{path}.{os.getpid()}.tmp"
+    save_model(model, partial)
+    os.replace(partial, path)
 
 
 def load_resume_weights(model: nn.Module, checkpoint_dir: str) -> bool:

@@ -153,7 +153,8 @@ class ZooTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict=None):
         if not self.is_in_train or state_dict is not None:
             return super()._save(output_dir, state_dict)
-        save_resume_weights(self.accelerator.unwrap_model(self.model), output_dir or self.args.output_dir)
+        if self.args.should_save:  # the main process only (the Trainer calls this on every process)
+            save_resume_weights(self.accelerator.unwrap_model(self.model), output_dir or self.args.output_dir)
 
     # Private override: the Trainer's resume calls it directly; no public hook loads a checkpoint's weights.
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None):
