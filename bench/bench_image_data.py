@@ -35,7 +35,7 @@ def main() -> None:
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_from_disk
     from PIL import Image as PILImage
 
-    from zoo.data import PilToPixels, _set_pixel_format, decode_once, embedded
+    from zoo.data import PilToPixels, decode_once, embedded, set_pixel_format
     from zoo.data.device import collate_batch, tensor_batches
 
     images, labels, names = embedded.digits()
@@ -60,7 +60,7 @@ def main() -> None:
         start = time.perf_counter()
         for member in range(args.members):
             decoded, stored = decode_once(fresh(), "image", args.model_size, 3, f"{tmp}/cache", {"bench": 1})
-            _set_pixel_format(decoded)
+            set_pixel_format(decoded)
             loader = torch.utils.data.DataLoader(tensor_batches(decoded["train"]), batch_size=args.batch,
                                                  shuffle=True, collate_fn=collate_batch)
             assert sum(batch["pixel_values"].shape[0] for batch in loader) == args.images

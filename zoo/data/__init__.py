@@ -28,7 +28,7 @@ from zoo.data.images import (
     load_images,
     resize_uint8,
 )
-from zoo.data.sources import DataError, TaskData, _set_pixel_format, make_splits, split_info
+from zoo.data.sources import DataError, TaskData, make_splits, set_pixel_format, split_info
 from zoo.data.text import load_lm_blocks, load_text_classification, load_texts
 
 if not sys.stderr.isatty():  # in a log, a progress bar is a new line at every refresh
@@ -41,7 +41,7 @@ __all__ = [
     "NotUniform",
     "PilToPixels",
     "TaskData",
-    "_set_pixel_format",
+    "set_pixel_format",
     "decode_once",
     "embedded",
     "load_dump",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from datasets import load_from_disk
 
-from zoo.data.sources import _BUILT_COLUMNS, _COLUMN_KINDS, DataError, TaskData, _check_columns, _set_pixel_format
+from zoo.data.sources import BUILT_COLUMNS, COLUMN_KINDS, DataError, TaskData, check_columns, set_pixel_format
 
 DUMP_INFO = "zoo_data.json"
 
@@ -20,11 +20,11 @@ def load_dump(path: str | Path, data_args=None) -> TaskData:
     meta = json.loads((path / DUMP_INFO).read_text())
     if data_args is not None:  # the columns were chosen when dumping: the same names, or the dump's own
         recorded = meta.get("info", {}).get("columns", {})
-        allowed = {kind: (*_BUILT_COLUMNS[kind], *([recorded[kind]] if kind in recorded else []))
-                   for kind in _COLUMN_KINDS}
-        _check_columns(data_args, f"dump {path}", _COLUMN_KINDS, allowed)
+        allowed = {kind: (*BUILT_COLUMNS[kind], *([recorded[kind]] if kind in recorded else []))
+                   for kind in COLUMN_KINDS}
+        check_columns(data_args, f"dump {path}", COLUMN_KINDS, allowed)
     splits = load_from_disk(str(path))
-    _set_pixel_format(splits)
+    set_pixel_format(splits)
     return TaskData(splits, meta.get("label_names", []), meta.get("info", {}))
 
 

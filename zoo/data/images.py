@@ -12,21 +12,9 @@ from typing import Any
 import numpy as np
 from datasets import Array3D, ClassLabel, Dataset, DatasetDict, Features, load_from_disk
 
+from zoo.data import sources
 from zoo.data.dumps import load_dump
-from zoo.data.sources import (
-    _IMAGE_COLUMNS,
-    _LABEL_COLUMNS,
-    DataError,
-    TaskData,
-    _first_split,
-    _label_names,
-    _load_embedded,
-    _load_source,
-    _pick_column,
-    _set_pixel_format,
-    make_splits,
-    split_info,
-)
+from zoo.data.sources import DataError, TaskData
 
 # Decoded image sets larger than this keep decoding per batch (in the DataLoader's workers) instead of once
 DECODE_ONCE_MAX_BYTES = 16 << 30
@@ -133,7 +121,7 @@ def load_images(data_args, image_size: int, channels: int = 3, default: str = "e
     recorded), by default the model's size."""
     if data_args.dataset_dump:
         return load_dump(data_args.dataset_dump, data_args)
-    source, loaded = _load_source(data_args, default)
+    source, loaded = sources.load_source(data_args, default)
     if loaded is None:
         return _embedded_images(data_args, source, image_size, channels)
     return _loaded_images(data_args, source, loaded, image_size, channels, cache_root, stored_size)
@@ -141,30 +129,30 @@ def load_images(data_args, image_size: int, channels: int = 3, default: str = "e
 
 def _embedded_images(data_args, source: str, image_size: int, channels: int) -> TaskData:
     """An embedded image set, resized to the model's `image_size`."""
-    images, labels, names = _load_embedded(data_args, source, ("image", "label"))
+    images, labels, names = sources.load_embedded(data_args, source, ("image", "label"))
     if images.ndim != 3:
         raise DataError(f"dataset {source!r} holds no images")
     pixels = resize_uint8(images, image_size, channels)
     features = Features({"pixel_values": Array3D(shape=pixels.shape[1:], dtype="uint8"),
                          "labels": ClassLabel(names=names)})
     loaded = DatasetDict({"train": Dataset.from_dict({"pixel_values": pixels, "labels": labels}, features=features)})
-    splits = make_splits(loaded, data_args)
-    _set_pixel_format(splits)
-    return TaskData(splits, names, split_info(source, splits, data_args, image_size=image_size))
+    splits = sources.make_splits(loaded, data_args)
+    sources.set_pixel_format(splits)
+    return TaskData(splits, names, sources.split_info(source, splits, data_args, image_size=image_size))
 
 
 def _loaded_images(data_args, source: str, loaded: DatasetDict, image_size: int, channels: int,
                    cache_root: str | Path | None, stored_size: int | None) -> TaskData:
     """A Hub or local image set: decoded once under `cache_root` when it can be, else per batch at `stored_size`."""
-    first = _first_split(loaded, data_args)
-    image_column = _pick_column(first, data_args.image_column, _IMAGE_COLUMNS, "image")
-    label_column = _pick_column(first, data_args.label_column, _LABEL_COLUMNS, "label")
-    names = _label_names(first, label_column)
+    first = sources.first_split(loaded, data_args)
+    image_column = sources.pick_column(first, data_args.image_column, sources.IMAGE_COLUMNS, "image")
+    label_column = sources.pick_column(first, data_args.label_column, sources.LABEL_COLUMNS, "label")
+    names = sources.label_names(first, label_column)
     loaded = DatasetDict({
         name: split.select_columns([image_column, label_column]).rename_column(label_column, "labels")
         for name, split in loaded.items()
     })
-    splits = make_splits(loaded, data_args)
+    splits = sources.make_splits(loaded, data_args)
     decoded = None
     if cache_root is not None:
         key = {"source": source, "dataset_config": data_args.dataset_config}
@@ -172,9 +160,9 @@ def _loaded_images(data_args, source: str, loaded: DatasetDict, image_size: int,
                               data_args.preprocessing_num_workers)
     if decoded is not None:
         splits, stored_size = decoded
-        _set_pixel_format(splits)
+        sources.set_pixel_format(splits)
     else:
         stored_size = stored_size or image_size
         splits.set_transform(PilToPixels(image_column, "labels", stored_size, channels))
-    return TaskData(splits, names, split_info(source, splits, data_args, image_size=image_size,
+    return TaskData(splits, names, sources.split_info(source, splits, data_args, image_size=image_size,
                                               stored_size=stored_size))

@@ -13,14 +13,14 @@ from datasets import ClassLabel, Dataset, DatasetDict, load_dataset, load_from_d
 
 import zoo.data.embedded as embedded
 
-_IMAGE_COLUMNS = ("image", "img", "pixel_values")
-_TEXT_COLUMNS = ("text", "sentence", "content", "review")
-_LABEL_COLUMNS = ("label", "labels", "fine_label", "coarse_label", "category")
+IMAGE_COLUMNS = ("image", "img", "pixel_values")
+TEXT_COLUMNS = ("text", "sentence", "content", "review")
+LABEL_COLUMNS = ("label", "labels", "fine_label", "coarse_label", "category")
 
 
-_COLUMN_KINDS = ("image", "text", "label")
+COLUMN_KINDS = ("image", "text", "label")
 # The columns of embedded sets and dumps, by the names a user may give them
-_BUILT_COLUMNS = {"image": ("image", "pixel_values"), "text": ("text",), "label": ("label", "labels")}
+BUILT_COLUMNS = {"image": ("image", "pixel_values"), "text": ("text",), "label": ("label", "labels")}
 
 
 class DataError(ValueError):
@@ -38,7 +38,7 @@ class TaskData:
         return len(self.label_names)
 
 
-def _check_columns(data_args, source: str, kinds: tuple[str, ...], allowed: dict[str, tuple[str, ...]]) -> None:
+def check_columns(data_args, source: str, kinds: tuple[str, ...], allowed: dict[str, tuple[str, ...]]) -> None:
     """Columns named by the arguments must exist in data sets whose columns are fixed (embedded sets, dumps)."""
     for kind in kinds:
         wanted = getattr(data_args, f"{kind}_column", None)
@@ -47,17 +47,17 @@ def _check_columns(data_args, source: str, kinds: tuple[str, ...], allowed: dict
             raise DataError(f"{kind}_column {wanted!r} not in the data set {source} (columns: {', '.join(columns)})")
 
 
-def _load_embedded(data_args, source: str, kinds: tuple[str, ...]) -> tuple[Any, list[int], list[str]]:
+def load_embedded(data_args, source: str, kinds: tuple[str, ...]) -> tuple[Any, list[int], list[str]]:
     """The (inputs, labels, label names) of embedded set `source`, after checking the columns of `kinds` named by
     the arguments."""
-    _check_columns(data_args, source, kinds, {kind: _BUILT_COLUMNS[kind] for kind in kinds})
+    check_columns(data_args, source, kinds, {kind: BUILT_COLUMNS[kind] for kind in kinds})
     return getattr(embedded, source.split(":", 1)[1])()
 
 
 # ---------------------------------------------------------------- sources
 
 
-def _load_source(data_args, default: str) -> tuple[str, DatasetDict | None]:
+def load_source(data_args, default: str) -> tuple[str, DatasetDict | None]:
     source = data_args.dataset or default
     if source.startswith("embedded:"):
         name = source.split(":", 1)[1]
@@ -106,12 +106,12 @@ def _check_hub_reachable(source: str, timeout: float = 5.0) -> None:
                         ) from None
 
 
-def _first_split(loaded: DatasetDict, data_args) -> Dataset:
+def first_split(loaded: DatasetDict, data_args) -> Dataset:
     """The split whose columns and labels stand for the whole source: the train split, else the first one."""
     return loaded[data_args.train_split] if data_args.train_split in loaded else next(iter(loaded.values()))
 
 
-def _pick_column(dataset: Dataset, wanted: str | None, candidates: tuple[str, ...], what: str) -> str:
+def pick_column(dataset: Dataset, wanted: str | None, candidates: tuple[str, ...], what: str) -> str:
     columns = dataset.column_names
     if wanted:
         if wanted not in columns:
@@ -123,7 +123,7 @@ def _pick_column(dataset: Dataset, wanted: str | None, candidates: tuple[str, ..
     raise DataError(f"no {what} column found among {', '.join(columns)}; set --{what}_column")
 
 
-def _label_names(dataset: Dataset, column: str) -> list[str]:
+def label_names(dataset: Dataset, column: str) -> list[str]:
     feature = dataset.features[column]
     if isinstance(feature, ClassLabel):
         return list(feature.names)
@@ -173,7 +173,7 @@ def split_info(source: str, splits: DatasetDict, data_args, **extra: Any) -> dic
         "validation_fraction": data_args.validation_fraction,
         "splits": {name: len(split) for name, split in splits.items()},
     }
-    columns = {kind: getattr(data_args, f"{kind}_column", None) for kind in _COLUMN_KINDS}
+    columns = {kind: getattr(data_args, f"{kind}_column", None) for kind in COLUMN_KINDS}
     if any(columns.values()):
         info["columns"] = {kind: name for kind, name in columns.items() if name}
     digest = hashlib.sha256()
@@ -185,7 +185,7 @@ def split_info(source: str, splits: DatasetDict, data_args, **extra: Any) -> dic
     return info
 
 
-def _set_pixel_format(splits: DatasetDict) -> None:
+def set_pixel_format(splits: DatasetDict) -> None:
     """Serve `pixel_values` as uint8 arrays (the torch/numpy formats widen integers to int64: 8x the bytes to copy
     to the device); other columns stay as they are and the collator tensorises them."""
     columns = splits["train"].column_names

@@ -6,32 +6,21 @@ from __future__ import annotations
 import numpy as np
 from datasets import Dataset, DatasetDict
 
+from zoo.data import sources
 from zoo.data.dumps import load_dump
-from zoo.data.sources import (
-    _LABEL_COLUMNS,
-    _TEXT_COLUMNS,
-    DataError,
-    TaskData,
-    _first_split,
-    _label_names,
-    _load_embedded,
-    _load_source,
-    _pick_column,
-    make_splits,
-    split_info,
-)
+from zoo.data.sources import DataError, TaskData
 
 
 def load_texts(data_args, default: str) -> tuple[str, DatasetDict, list[str]]:
     """Text splits with `text` and `labels` columns, before tokenisation."""
-    source, loaded = _load_source(data_args, default)
+    source, loaded = sources.load_source(data_args, default)
     if loaded is None:
-        texts, labels, names = _load_embedded(data_args, source, ("text", "label"))
+        texts, labels, names = sources.load_embedded(data_args, source, ("text", "label"))
         if not isinstance(texts, list):
             raise DataError(f"dataset {source!r} holds no text")
         loaded = DatasetDict({"train": Dataset.from_dict({"text": texts, "labels": labels})})
-        return source, make_splits(loaded, data_args), names
-    columns, names = _text_columns(_first_split(loaded, data_args), data_args)
+        return source, sources.make_splits(loaded, data_args), names
+    columns, names = _text_columns(sources.first_split(loaded, data_args), data_args)
     renamed = DatasetDict()
     for name, split in loaded.items():
         split = split.select_columns(list(columns))
@@ -39,18 +28,18 @@ def load_texts(data_args, default: str) -> tuple[str, DatasetDict, list[str]]:
             if old != new:
                 split = split.rename_column(old, new)
         renamed[name] = split
-    return source, make_splits(renamed, data_args), names
+    return source, sources.make_splits(renamed, data_args), names
 
 
 def _text_columns(first: Dataset, data_args) -> tuple[dict[str, str], list[str]]:
     """The source's columns to keep, by the names they take (`text`, and `labels` when the source has a label
     column), and the label names."""
-    columns = {_pick_column(first, data_args.text_column, _TEXT_COLUMNS, "text"): "text"}
+    columns = {sources.pick_column(first, data_args.text_column, sources.TEXT_COLUMNS, "text"): "text"}
     names: list[str] = []
     try:
-        label_column = _pick_column(first, data_args.label_column, _LABEL_COLUMNS, "label")
+        label_column = sources.pick_column(first, data_args.label_column, sources.LABEL_COLUMNS, "label")
         columns[label_column] = "labels"
-        names = _label_names(first, label_column)
+        names = sources.label_names(first, label_column)
     except DataError:
         if data_args.label_column:
             raise
@@ -82,7 +71,7 @@ def load_lm_blocks(data_args, tokenizer, default: str = "embedded:bbcnews") -> T
         if len(split) == 0:
             raise DataError(f"split {name!r} has fewer than block_size={block} tokens")
     packed.set_format("numpy")
-    return TaskData(packed, [], split_info(source, packed, data_args, block_size=block))
+    return TaskData(packed, [], sources.split_info(source, packed, data_args, block_size=block))
 
 
 def load_text_classification(data_args, tokenizer, default: str = "embedded:rotten_tomatoes") -> TaskData:
@@ -107,4 +96,4 @@ def load_text_classification(data_args, tokenizer, default: str = "embedded:rott
         if labels.size and (labels.min() < 0 or labels.max() >= max(len(names), 1)):
             raise DataError(f"split {name!r} has labels outside 0..{len(names) - 1} (unlabelled test split? "
                             "set --test_split)")
-    return TaskData(encoded, names, split_info(source, encoded, data_args, max_length=data_args.max_length))
+    return TaskData(encoded, names, sources.split_info(source, encoded, data_args, max_length=data_args.max_length))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from zoo.families import Family, TokenizerScheme, register
-from zoo.families._sizes import encoder_sizes
+from zoo.families._shared import encoder_sizes
 
 
 def bert_config(model_args, tokenizer=None, positions: int = 0, **_):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from zoo.families import Family, TokenizerScheme, register
-from zoo.families._sizes import check_heads, token_ids
-
-END_OF_TEXT = "<|endoftext|>"
+from zoo.families import register
+from zoo.families._shared import causal_decoder, check_heads, token_ids
 
 
 def gpt2_config(model_args, tokenizer=None, positions: int = 0, **_):
@@ -23,14 +21,10 @@ def gpt2_config(model_args, tokenizer=None, positions: int = 0, **_):
     )
 
 
-GPT2 = register(Family(
-    name="gpt2", modality="language", model_type="gpt2", build_config=gpt2_config,
+GPT2 = register(causal_decoder(
+    "gpt2", build_config=gpt2_config, encoder_attribute="transformer", layer_prefix="h",
     classes={"causal_lm": "GPT2LMHeadModel", "sequence_classification": "GPT2ForSequenceClassification",
              "backbone": "GPT2Model"},
-    vocabulary_head="lm_head",
-    encoder_attribute="transformer", head_module="score", head_prefixes=("lm_head", "score"), layer_prefix="h",
     dropout_keys=("resid_pdrop", "embd_pdrop", "attn_pdrop"), positions_key="n_positions",
-    tokenizer=TokenizerScheme({"bos_token": END_OF_TEXT, "eos_token": END_OF_TEXT, "unk_token": END_OF_TEXT,
-                               "pad_token": END_OF_TEXT}, eos_token=END_OF_TEXT),
     description="GPT-2 decoder (learned positions, LayerNorm, GELU MLP)",
 ))

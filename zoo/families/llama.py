@@ -4,10 +4,8 @@ dropout on hidden states in this architecture (`attention_dropout` only)."""
 
 from __future__ import annotations
 
-from zoo.families import Family, TokenizerScheme, register
-from zoo.families._sizes import check_heads, token_ids
-
-END_OF_TEXT = "<|endoftext|>"
+from zoo.families import register
+from zoo.families._shared import causal_decoder, check_heads, token_ids
 
 
 def llama_config(model_args, tokenizer=None, positions: int = 0, **_):
@@ -23,15 +21,11 @@ def llama_config(model_args, tokenizer=None, positions: int = 0, **_):
     )
 
 
-LLAMA = register(Family(
-    name="llama", modality="language", model_type="llama", build_config=llama_config,
+LLAMA = register(causal_decoder(
+    "llama", build_config=llama_config, encoder_attribute="model", layer_prefix="layers",
     classes={"causal_lm": "LlamaForCausalLM", "sequence_classification": "LlamaForSequenceClassification",
              "backbone": "LlamaModel"},
-    vocabulary_head="lm_head",
-    encoder_attribute="model", head_module="score", head_prefixes=("lm_head", "score"), layer_prefix="layers",
     dropout_keys=("attention_dropout",), positions_key="max_position_embeddings",
     absent={"hidden_dropout": 0.0},  # dropout is on attention probabilities only
-    tokenizer=TokenizerScheme({"bos_token": END_OF_TEXT, "eos_token": END_OF_TEXT, "unk_token": END_OF_TEXT,
-                               "pad_token": END_OF_TEXT}, eos_token=END_OF_TEXT),
     description="Llama-style decoder (RoPE, RMSNorm, SwiGLU)",
 ))
