@@ -166,7 +166,10 @@ class MemberRun:
         }
 
     def objective(self, args: Arguments):
-        return OBJECTIVES[self.kind.objective_for(args)](self, args)
+        name = self.kind.objective_for(args)
+        if name not in OBJECTIVES:
+            raise ConfigError(f"kind {self.kind.name}: no training objective {name!r} (known: {', '.join(OBJECTIVES)})")
+        return OBJECTIVES[name](self, args)
 
     def build_model(self, args: Arguments) -> torch.nn.Module:
         set_seed(args.training.seed)  # seeded here: a search applies a trial's seed only after model_init

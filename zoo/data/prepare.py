@@ -34,6 +34,8 @@ class Prepared:
 
 def prepare(kind, args, family, parent: dict[str, Any] | None, cache_root: Path) -> Prepared:
     """The data of a member of `kind` built with `family`; `parent` is the parent checkpoint's model config."""
+    if kind.data not in PREPARERS:
+        raise DataError(f"kind {kind.name}: no data preparation {kind.data!r} (known: {', '.join(PREPARERS)})")
     return PREPARERS[kind.data](kind, args, family, parent, cache_root)
 
 
