@@ -357,6 +357,8 @@ class Arguments:
             if part is None:
                 raise ConfigError(f"unknown config key {key!r}")
             setattr(part, key, _coerce(getattr(part, key), value, key))
+        out.model.check()
+        out.zoo.check()
         apply_optimizer(out.training, out.zoo)  # `optimizer` decides the Trainer's `optim`
         return out
 
@@ -383,7 +385,6 @@ def apply_optimizer(training: TrainingArguments, zoo: ZooArguments) -> None:
     import torch
     from transformers.training_args import OptimizerNames
 
-    check_choice("optimizer", zoo.optimizer, OPTIMIZERS)
     if zoo.optimizer == "sgd":
         training.optim, training.optim_args = OptimizerNames("sgd"), f"momentum={zoo.momentum}"
     else:

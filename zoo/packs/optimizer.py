@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from zoo.arguments import OPTIMIZERS, check_choice
 from zoo.packs.stacked import StackedMembers
 
 # where weight decay applies in a block of columns: True (everywhere), False (nowhere) or a [1, width] mask
@@ -23,8 +24,7 @@ class PackedOptimizer:
     def __init__(self, stacked: StackedMembers, kind: str, lrs: list[float], weight_decays: list[float],
                  decay_names: set[str], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  momenta: list[float] | None = None, max_grad_norm: float = 0.0):
-        if kind not in ("adamw", "sgd"):
-            raise ValueError(f"optimizer {kind!r} is not one of adamw, sgd")
+        check_choice("optimizer", kind, OPTIMIZERS)
         self.stacked, self.kind = stacked, kind
         device = stacked.stacked[0].device
         self.lrs = torch.tensor(lrs, dtype=torch.float64, device=device)
