@@ -82,14 +82,14 @@ def test_dry_run_refuses_bad_grid_values(tmp_path, capsys, grid, needle):
     assert not (tmp_path / "zoo").exists()
 
 
-def test_gpt2_and_bert_stages_side_by_side_plan_children_of_their_own_family(capsys):
+def test_gpt2_llama_and_bert_stages_side_by_side_plan_children_of_their_own_family(capsys):
     assert zoo_main(["generate", str(CONFIGS / "zoos/quickstart_language.yaml"), "--zoo-dir", "unused",
                      "--dry-run"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-1] == "6 members: 2 language/pretraining, 4 language/finetuning"
+    assert lines[-1] == "9 members: 3 language/pretraining, 6 language/finetuning"
     children = [line.split("/")[2:] for line in lines if "/finetuning/" in line]
     assert {tuple(p[0].split("_")[:2]) + (p[1].split("_")[1],) for p in children} == \
-        {("lm", "gpt2", "gpt2"), ("mlm", "bert", "bert")}
+        {("lm", "gpt2", "gpt2"), ("lm", "llama", "llama"), ("mlm", "bert", "bert")}
     assert zoo_main(["generate", str(CONFIGS / "zoos/bert_paper.yaml"), "--zoo-dir", "unused", "--dry-run"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == \
         "104 members: 8 language/pretraining, 96 language/finetuning"
