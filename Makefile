@@ -1,5 +1,7 @@
 # transformer-zoo: `make demo` and `make test` set up .venv when it is missing, from the lock of the tested versions.
 #   make setup            .venv from requirements/cpu.lock (requirements/cuda.lock where nvidia-smi finds a GPU)
+#   make test             ruff, lint-imports and the whole test suite
+#   make test-fast        the tests not marked slow, ray or multiprocess (under a minute on 2 cores)
 #   make lock             regenerate both locks from setup.cfg with the newest releases its ranges allow (uv)
 #   make test-latest      the test suite in a throwaway .venv-latest with the newest releases (finds drift first)
 # CONTRIBUTING.md says when and how to bump the lock.
@@ -28,7 +30,7 @@ TEST_WORKERS ?= 2
 PYTEST = -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 LINT_PATHS = zoo recipes tests bench
 
-.PHONY: setup demo test lint lock test-latest clean
+.PHONY: setup demo test test-fast lint lock test-latest clean
 
 setup: $(STAMP)
 
@@ -47,6 +49,10 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/lint-imports
 	$(PY) $(PYTEST)
+
+# The markers are registered in setup.cfg ([tool:pytest]); CONTRIBUTING.md says what each means.
+test-fast: $(STAMP)
+	$(PY) $(PYTEST) -m "not slow and not ray and not multiprocess"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)

@@ -1,6 +1,7 @@
 """Shared test setup. The HF environment must be set before any Hugging Face library is imported: huggingface_hub
 and datasets read HF_ENDPOINT (and Xet, cache, token settings) once, at import time. Keep this file to that env setup
-plus fixtures; other test modules run in the same pytest process.
+plus fixtures; other test modules run in the same pytest process. pytest puts this file's folder, tests/, on sys.path:
+the shared helpers are imported from there as `helpers.<module>`.
 """
 
 import atexit
@@ -39,7 +40,7 @@ for _key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "H
 _STALE = [name for name in ("huggingface_hub", "datasets", "transformers") if name in sys.modules]
 
 import pytest  # noqa: E402
-from hub_server import HubServer  # noqa: E402  (stdlib only: imports no HF library)
+from helpers.hub_server import HubServer  # noqa: E402  (stdlib only: imports no HF library)
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +61,7 @@ def hub_server():
 @pytest.fixture
 def own_ray():
     """A Ray temp dir of this test's own; every process of that Ray is stopped at teardown, no other."""
-    from processes import OwnRay
+    from helpers.processes import OwnRay
 
     ray = OwnRay()
     yield ray

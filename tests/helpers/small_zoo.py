@@ -14,8 +14,9 @@ from pathlib import Path
 from zoo import layout
 from zoo.runs import recipe_main
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "recipes" / "configs" / "vision"
+from .paths import CONFIGS
+
+VISION = CONFIGS / "vision"
 SMALL = ["--max_train_samples", "192", "--max_eval_samples", "96", "--checkpoint_every", "1",
          "--per_device_train_batch_size", "64", "--disable_tqdm", "true"]
 CHILDREN = [  # head, learning rate, seed
@@ -32,13 +33,13 @@ def build_small_zoo(root: str | Path) -> dict:
     root = Path(root)
     layout.write_zoo_file(root, {"name": "small-test-zoo"}, spec_hash="0" * 16)
     pre_dir = root / "vision" / "pretraining"
-    code = recipe_main("vit-pretrain", ["--config", str(CONFIGS / "pretrain_supervised_tiny.yaml"),
+    code = recipe_main("vit-pretrain", ["--config", str(VISION / "pretrain_supervised_tiny.yaml"),
                                         "--output_dir", str(pre_dir), "--num_train_epochs", "2", *SMALL])
     assert code == 0, "parent training failed"
     (parent,) = layout.scan_members(pre_dir)
     ft_dir = root / "vision" / "finetuning" / parent.name
     for head, lr, seed in CHILDREN:
-        code = recipe_main("vit-finetune", ["--config", str(CONFIGS / "finetune_tiny.yaml"),
+        code = recipe_main("vit-finetune", ["--config", str(VISION / "finetune_tiny.yaml"),
                                             "--pretrained", str(parent.checkpoint_dir(2)), "--output_dir", str(ft_dir),
                                             "--head", head, "--learning_rate", lr, "--seed", seed,
                                             "--num_train_epochs", "3", *SMALL])

@@ -2,8 +2,8 @@
 
 To pay the start of two processes only twice: the module's fixture first runs the supervised ViT recipe under
 `accelerate launch` with the shipped CPU config and SIGKILLs its rank 1 after epoch 1; then one `torchrun` process
-group (tests/two_process_worker.py, which calls `recipe_main`, the body of every recipe script) trains a member of
-every recipe kind, resumes the killed member and trains a member whose loss is NaN on rank 1.
+group (tests/helpers/two_process_worker.py, which calls `recipe_main`, the body of every recipe script) trains a
+member of every recipe kind, resumes the killed member and trains a member whose loss is NaN on rank 1.
 """
 
 import json
@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from test_recipes import only_member, weights  # noqa: E402
+from helpers.members import only_member, weights
+from helpers.paths import CONFIGS, ROOT
 
 from zoo import layout
 from zoo.runs import recipe_main
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "recipes" / "configs"
 BIN = Path(sys.executable).parent
+WORKER = ROOT / "tests" / "helpers" / "two_process_worker.py"
 TORCHRUN = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2"]
 CPU_ONLY = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # the CPU (gloo) path, on machines with GPUs too
 COMMON = ["--num_train_epochs", "2", "--checkpoint_every", "1", "--disable_tqdm", "true"]
@@ -115,14 +115,17 @@ def two_processes(tmp_path_factory):
     out = tmp_path_factory.mktemp("two_processes")
     killed = kill_rank_1_after_epoch_1(out / "killed")
     (out / "jobs.json").write_text(json.dumps(jobs(out)))
-    result = subprocess.run([*TORCHRUN, str(ROOT / "tests" / "two_process_worker.py"), str(out / "jobs.json"),
-                             str(out)], capture_output=True, text=True, timeout=600, env=CPU_ONLY)
+    result = subprocess.run([*TORCHRUN, str(WORKER), str(out / "jobs.json"), str(out)], capture_output=True,
+                            text=True, timeout=600, env=CPU_ONLY)
     assert result.returncode == 0, result.stderr[-8000:]
     reports = [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert [r["world_size"] for r in reports] == [2, 2]
     return out, reports, killed, result.stdout
 
 
+@pytest.mark.timeout(900)
+@pytest.mark.slow
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("index,folder,kind", [(0, "vit", "vit-supervised"), (2, "ssl", "vit-contrastive"),
                                                (3, "vit_ft", "vit-finetune"), (4, "lm", "lm-pretrain"),
                                                (5, "lm_ft", "lm-finetune")])
@@ -150,6 +153,8 @@ def test_each_recipe_kind_trains_one_member_with_two_processes(two_processes, in
         assert AutoModel.from_pretrained(str(member.checkpoint_dir(epoch))) is not None
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("kind,folder,one_process", [
     ("vit-pretrain", "vit", PLAIN_VIT + ["--per_device_train_batch_size", "64"]),
     ("lm-pretrain", "lm", LM + ["--per_device_train_batch_size", "12"])])
@@ -179,6 +184,8 @@ def test_two_processes_at_half_batch_match_one_process(tmp_path, two_processes, 
             assert one.results[epoch][key] == pytest.approx(two.results[epoch][key], rel=1e-3, abs=1e-4), key
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_nan_on_one_rank_is_recorded_once(two_processes):
     out, reports, _, _ = two_processes
     outcomes = [r["jobs"][6]["outcome"] for r in reports]
@@ -191,6 +198,8 @@ def test_a_nan_on_one_rank_is_recorded_once(two_processes):
 
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_kill_one_rank_and_rerun_resumes(two_processes):
     """Rank 1 of an `accelerate launch` run killed with SIGKILL after epoch 1: the launcher stops rank 0 and fails;
     the rerun (under `torchrun`) resumes the member from epoch 1's Trainer state to the weights of the
@@ -220,8 +229,9 @@ def test_gpus_per_trial_above_one_is_refused(tmp_path, capsys):
 
 
 def test_processes_that_did_not_join_one_group_are_refused(monkeypatch):
-    """Before `join_cpu_processes`, torchrun's CPU processes each trained alone as rank 0 of 1, all writing the
-    same member. Such a run is now refused in one line (checked by hand under torchrun: exit 2, nothing written)."""
+    """torchrun's CPU processes that did not join one process group would each train alone as rank 0 of 1, all
+    writing the same member: such a run is refused in one line (checked by hand under torchrun: exit 2, nothing
+    written)."""
     from types import SimpleNamespace
 
     from zoo.training import check_process_group

@@ -7,7 +7,7 @@ children and a language one of 4, so the modality with the most members is visio
 import json
 
 import pytest
-from zoo_factory import write_member
+from helpers.zoo_factory import write_member
 
 from zoo import layout
 from zoo.cli import main

@@ -1,9 +1,9 @@
 """Every member works in the stock `transformers.pipeline` for its task, loaded by path with nothing of this project
-imported (tests/pipeline_worker.py, in a fresh process): image-classification (a supervised ViT parent and a finetuned
-child), image-feature-extraction (the SimCLR backbone), text-generation (GPT-2 and Llama LMs), fill-mask (BERT masked
-LM) and text-classification (GPT-2, Llama and BERT classifiers). A classifier's pipeline accuracy on the raw test
-images or texts is its recorded test accuracy; an MLP-head member is refused by every stock classifier loader and
-loads as the docs say.
+imported (tests/helpers/pipeline_worker.py, in a fresh process): image-classification (a supervised ViT parent and a
+finetuned child), image-feature-extraction (the SimCLR backbone), text-generation (GPT-2 and Llama LMs), fill-mask
+(BERT masked LM) and text-classification (GPT-2, Llama and BERT classifiers). A classifier's pipeline accuracy on the
+raw test images or texts is its recorded test accuracy; an MLP-head member is refused by every stock classifier loader
+and loads as the docs say.
 """
 
 import hashlib
@@ -15,13 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.paths import CONFIGS, ROOT
 
 from zoo import layout
 from zoo.runs import recipe_main
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "recipes" / "configs"
-WORKER = Path(__file__).resolve().parent / "pipeline_worker.py"
+WORKER = ROOT / "tests" / "helpers" / "pipeline_worker.py"
 QUIET = ["--disable_tqdm", "true", "--num_train_epochs", "1", "--checkpoint_every", "1"]
 # trained just enough to be real members: the checks compare every test example's probabilities, not how good they are
 VISION = [*QUIET, "--max_train_samples", "64", "--max_eval_samples", "64", "--per_device_train_batch_size", "32"]
@@ -169,11 +168,14 @@ def _check_classifier(member: layout.MemberInfo, entry: dict, flips: int, atol: 
     assert (predicted != expected.argmax(-1)).sum() <= flips
 
 
+@pytest.mark.timeout(900)
+@pytest.mark.slow
 def test_vit_parent_in_the_image_classification_pipeline(zoo, report):
     # MNIST digits at the model's size: no resizing, the pipeline's pixels are training's evaluation pixels
     _check_classifier(zoo["supervised"], _entry(report, "supervised"), flips=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_finetuned_vit_in_the_image_classification_pipeline(zoo, report):
     # 8x8 digits upsampled to 28 px: PIL's bilinear filter (the pipeline's) rounds a few pixels differently from
     # training's torch bilinear resize (probabilities measured 1e-3 apart); one example in 64 may flip
@@ -183,6 +185,7 @@ def test_finetuned_vit_in_the_image_classification_pipeline(zoo, report):
     assert config["image_mean"] == [0.5] * 3 and config["image_std"] == [0.5] * 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["gpt2_cls", "llama_cls", "bert_cls"])
 def test_text_classifiers_in_the_text_classification_pipeline(zoo, report, name):
     entry = _entry(report, name)
@@ -191,6 +194,7 @@ def test_text_classifiers_in_the_text_classification_pipeline(zoo, report, name)
     assert entry["long"] in zoo[name].config["label_names"]  # a text far over the positions, truncated
 
 
+@pytest.mark.slow
 def test_mlp_head_member_is_refused_by_every_stock_classifier_loader(zoo, report):
     entry = _entry(report, "mlp")
     for path in ("ViTForImageClassification", "AutoModelForImageClassification", "pipeline"):
@@ -207,8 +211,10 @@ def test_mlp_head_member_is_refused_by_every_stock_classifier_loader(zoo, report
                       "classifier.out.bias": [10]}
 
 
+@pytest.mark.slow
 def test_mlp_head_loads_with_zoo_in_both_layouts(zoo, tmp_path):
-    """`load_member_model` reads the MLP head as written now and as zoos before wrote it (`classifier.0/2`)."""
+    """`load_member_model` reads the MLP head in both layouts a checkpoint may hold: `classifier` and
+    `classifier.out`, or the `torch.nn.Sequential` keys `classifier.0` and `classifier.2`."""
     import shutil
 
     import torch
@@ -228,7 +234,7 @@ def test_mlp_head_loads_with_zoo_in_both_layouts(zoo, tmp_path):
     assert isinstance(new.classifier, MLPHead) and isinstance(old.classifier, MLPHead)
     with torch.no_grad():
         assert torch.equal(new(pixel_values=pixels).logits, old(pixel_values=pixels).logits)
-    # and a module state of the old layout (a Trainer state saved before) loads strictly
+    # and a module state in the Sequential layout (as a Trainer state may hold it) loads strictly
     head = MLPHead(64, 48, 10)
     head.load_state_dict({"0.weight": state["classifier.weight"], "0.bias": state["classifier.bias"],
                           "2.weight": state["classifier.out.weight"], "2.bias": state["classifier.out.bias"]})
@@ -246,6 +252,7 @@ def test_mlp_head_as_wide_as_the_labels_is_refused_in_one_line(tmp_path, capsys)
     assert len(err) == 1 and "head_hidden_size 10 equals the number of labels" in err[0], err
 
 
+@pytest.mark.slow
 def test_simclr_backbone_in_the_image_feature_extraction_pipeline(report):
     entry = _entry(report, "simclr")
     assert entry["model"] == "ViTModel"
@@ -253,6 +260,7 @@ def test_simclr_backbone_in_the_image_feature_extraction_pipeline(report):
     assert entry["finite"] and entry["differ"]
 
 
+@pytest.mark.slow
 def test_bert_in_the_fill_mask_pipeline(report):
     entry = _entry(report, "bert")
     assert entry["model"] == "BertForMaskedLM"
@@ -261,6 +269,7 @@ def test_bert_in_the_fill_mask_pipeline(report):
     assert entry["model_max_length"] == 32  # block_size: its positions
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,model", [("gpt2", "GPT2LMHeadModel"), ("llama", "LlamaForCausalLM")])
 def test_causal_lms_in_the_text_generation_pipeline(report, name, model):
     entry = _entry(report, name)

@@ -8,14 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers.paths import CONFIGS, ROOT
 
 from zoo import families, kinds, layout
 from zoo.arguments import ModelArguments
 from zoo.cli import main as zoo_main
 from zoo.models import new_model
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "recipes" / "configs"
 TINY = ModelArguments(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=16,
                       patch_size=8)
 
@@ -93,7 +92,7 @@ def _llama_spec(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def llama_zoo(tmp_path_factory):
     """A Llama zoo from `zoo generate`: one pretrained parent, two children trained as one pack."""
-    from processes import OwnRay
+    from helpers.processes import OwnRay
 
     folder = tmp_path_factory.mktemp("llama")
     spec, zoo_dir = _llama_spec(folder / "spec.yaml"), folder / "zoo"
@@ -110,6 +109,10 @@ def llama_zoo(tmp_path_factory):
     return zoo_dir, planned.stdout
 
 
+@pytest.mark.timeout(900)
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.multiprocess
 def test_llama_members_are_generated_in_packs_as_planned_and_load_as_stock_llama(llama_zoo):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -131,6 +134,9 @@ def test_llama_members_are_generated_in_packs_as_planned_and_load_as_stock_llama
         assert 0.0 <= child.last_result["test_acc"] <= 1.0
 
 
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.multiprocess
 def test_llama_children_soup_and_the_zoo_is_analysed(llama_zoo, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
@@ -148,6 +154,9 @@ def test_llama_children_soup_and_the_zoo_is_analysed(llama_zoo, tmp_path):
     assert tables, "no tables written"
 
 
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.multiprocess
 def test_a_llama_zoo_publishes_and_verifies(llama_zoo, tmp_path, capsys):
     zoo_dir, _ = llama_zoo
     out = tmp_path / "published"

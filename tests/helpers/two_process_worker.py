@@ -1,5 +1,5 @@
-"""Run by tests/test_distributed.py under `torchrun --nproc_per_node 2`: trains members one after the other in the
-same process group, through `zoo.runs.recipe_main` (the body of every recipe script).
+"""Run by tests/training/test_distributed.py under `torchrun --nproc_per_node 2`: trains members one after the other
+in the same process group, through `zoo.runs.recipe_main` (the body of every recipe script).
 
 Usage: two_process_worker.py JOBS.json REPORT_DIR. Each job is {"kind", "argv", "nan_on_rank"?}; an argv item
 "@last:<folder>" becomes the last checkpoint of the only member in <folder>. Each process writes
@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root: zoo
 
 from zoo import layout  # noqa: E402
 from zoo.runs import recipe_main  # noqa: E402

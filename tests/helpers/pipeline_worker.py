@@ -1,5 +1,5 @@
-"""Run by tests/test_pipelines.py in a fresh process: zoo members through stock `transformers.pipeline`, loaded from
-their checkpoint folders by path, with nothing of this project imported.
+"""Run by tests/training/test_pipelines.py in a fresh process: zoo members through stock `transformers.pipeline`,
+loaded from their checkpoint folders by path, with nothing of this project imported.
 
 Usage: pipeline_worker.py JOBS.json REPORT.json. JOBS holds checkpoint folders and the raw test data (images as .npy
 files of uint8 (N, H, W) arrays, made into PIL images here; texts as strings); REPORT gets what each pipeline gave:

@@ -8,7 +8,7 @@ import re
 import matplotlib
 import numpy as np
 import pytest
-from zoo_factory import make_synthetic_zoo, write_member
+from helpers.zoo_factory import make_synthetic_zoo, write_member
 
 from zoo import layout
 from zoo.cli import main

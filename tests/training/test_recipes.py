@@ -9,27 +9,17 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.members import only_member, weights
+from helpers.paths import CONFIGS, ROOT
 from safetensors.numpy import load_file
 
 from zoo import layout
 from zoo.runs import recipe_main
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "recipes" / "configs"
 SMALL_VISION = ["--max_train_samples", "192", "--max_eval_samples", "96", "--num_train_epochs", "2",
                 "--checkpoint_every", "1", "--per_device_train_batch_size", "64", "--disable_tqdm", "true"]
 SMALL_LM = ["--max_train_samples", "40", "--max_eval_samples", "20", "--num_train_epochs", "2",
             "--checkpoint_every", "1", "--vocab_size", "512", "--block_size", "32", "--disable_tqdm", "true"]
-
-
-def only_member(folder: Path) -> layout.MemberInfo:
-    members = layout.scan_members(folder)
-    assert len(members) == 1, [m.relpath for m in members]
-    return members[0]
-
-
-def weights(checkpoint: Path) -> dict:
-    return load_file(str(checkpoint / "model.safetensors"))
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +39,7 @@ def lm_parent(tmp_path_factory):
     return only_member(out)
 
 
+@pytest.mark.slow
 def test_vit_members_follow_the_layout(vit_parents):
     assert set(vit_parents) == {"vit-supervised", "vit-contrastive"}
     for member in vit_parents.values():
@@ -70,6 +61,8 @@ def test_vit_members_follow_the_layout(vit_parents):
     assert not list((supervised.path.parent / layout.TRAINER_STATE_DIR).rglob("optimizer.pt"))
 
 
+@pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_stock_transformers_load_every_checkpoint(vit_parents, lm_parent):
     paths = [str(m.checkpoint_dir(e)) for m in (*vit_parents.values(), lm_parent) for e in m.checkpoints]
     script = (
@@ -95,11 +88,13 @@ def test_stock_transformers_load_every_checkpoint(vit_parents, lm_parent):
     assert (lm_parent.checkpoint_dir(1) / "tokenizer.json").is_file()
 
 
+@pytest.mark.slow
 def test_contrastive_checkpoint_holds_the_backbone_only(vit_parents):
     keys = weights(vit_parents["vit-contrastive"].checkpoint_dir())
     assert keys and not any("projector" in key for key in keys)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parent_kind,head", [("vit-contrastive", "mlp"), ("vit-supervised", "linear")])
 def test_finetune_vit_from_either_parent(tmp_path, vit_parents, parent_kind, head):
     from zoo.models import load_member_model
@@ -125,6 +120,7 @@ def test_finetune_vit_from_either_parent(tmp_path, vit_parents, parent_kind, hea
     assert model(pixel_values=__import__("torch").zeros(2, 3, 28, 28)).logits.shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_lm_pretrain_and_finetune(tmp_path, lm_parent):
     assert lm_parent.state == "complete"
     rows = lm_parent.results
@@ -141,6 +137,7 @@ def test_lm_pretrain_and_finetune(tmp_path, lm_parent):
     assert 0.0 <= member.results[-1]["test_acc"] <= 1.0
 
 
+@pytest.mark.slow
 def test_same_config_gives_bit_identical_weights(tmp_path):
     args = ["--config", str(CONFIGS / "vision" / "pretrain_supervised_tiny.yaml"), *SMALL_VISION,
             "--num_train_epochs", "1"]
@@ -154,6 +151,9 @@ def test_same_config_gives_bit_identical_weights(tmp_path):
     assert any((wa[k] != wc[k]).any() for k in wa)
 
 
+@pytest.mark.timeout(600)
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_kill_and_rerun_resumes_bit_identically(tmp_path):
     """A real SIGKILL mid-training; the rerun resumes from the Trainer state and ends with the same weights."""
     args = [sys.executable, str(ROOT / "recipes" / "pretrain_vit.py"), "--config",
@@ -188,6 +188,7 @@ def test_kill_and_rerun_resumes_bit_identically(tmp_path):
         assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa), epoch
 
 
+@pytest.mark.slow
 def test_lm_resume_restores_every_weight(tmp_path):
     """Trainer resume of a GPT-2 (renamed and tied weights) continues exactly where it stopped."""
     from zoo.arguments import load_yaml, parse_config
@@ -230,6 +231,8 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, extra, needle):
     assert not [m for m in layout.scan_members(tmp_path) if m.is_complete()]
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_bad_config_file_keys(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("learning_rate: 1e-3\nnot_a_key: 3\n")
@@ -238,6 +241,7 @@ def test_bad_config_file_keys(tmp_path):
     assert not (tmp_path / "o").exists() or not layout.scan_members(tmp_path / "o")
 
 
+@pytest.mark.slow
 def test_bad_pretrained_paths(tmp_path, capsys, vit_parents, lm_parent):
     vit_ckpt = str(vit_parents["vit-supervised"].checkpoint_dir())
     cases = [
@@ -256,6 +260,8 @@ def test_bad_pretrained_paths(tmp_path, capsys, vit_parents, lm_parent):
         assert pretrained in err
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_local_datasets_with_named_columns(tmp_path, vit_parents, lm_parent):
     """The path a user with Hub data takes: a `datasets` folder or files, PIL images, custom column names."""
     import numpy as np
@@ -298,6 +304,7 @@ def test_local_datasets_with_named_columns(tmp_path, vit_parents, lm_parent):
     assert bad.returncode == 2 and "picture" in bad.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_local_images_are_decoded_once_at_their_native_size(tmp_path, vit_parents, monkeypatch):
     """A Hub or local image set is decoded once per output folder (a zoo), at its own size when every image shares
     it, and reused by the next member; evaluation from the member's config reproduces its test accuracy."""
@@ -345,6 +352,9 @@ def test_local_images_are_decoded_once_at_their_native_size(tmp_path, vit_parent
     assert member.config["data"]["stored_size"] == member.config["data"]["image_size"]
 
 
+@pytest.mark.timeout(600)
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_accelerate_launch(tmp_path):
     accelerate = str(Path(sys.executable).parent / "accelerate")
     result = subprocess.run([accelerate, "launch", "--config_file", "recipes/accelerate_configs/cpu.yaml",
@@ -356,6 +366,8 @@ def test_accelerate_launch(tmp_path):
     assert member.state == "complete" and member.checkpoints == [0, 1]
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_prepare_data_dump_round_trip(tmp_path, vit_parents):
     parent = str(vit_parents["vit-supervised"].checkpoint_dir())
     dump = tmp_path / "digits"
@@ -376,6 +388,8 @@ def test_prepare_data_dump_round_trip(tmp_path, vit_parents):
     assert only_member(tmp_path / "ft").config["data"]["splits"]["train"] == 128
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_member_folder_made_with_another_config_is_refused(vit_parents):
     member = vit_parents["vit-supervised"]
     before = (member.path / "config.json").read_text()
@@ -388,19 +402,7 @@ def test_a_member_folder_made_with_another_config_is_refused(vit_parents):
     assert layout.load_member(member.path).is_complete()
 
 
-def test_trial_values_take_their_fields_types():
-    """Grid values arrive from YAML (where `1e-3` is text); a trial's arguments get the fields' types."""
-    from zoo.arguments import ConfigError, parse_config
-    from zoo.runs import Arguments
-
-    args = Arguments(*parse_config({"output_dir": "/tmp/unused"}))
-    trial = args.with_params({"learning_rate": "1e-3", "augment": "false", "seed": "3", "optimizer": "sgd"})
-    assert trial.training.learning_rate == 0.001 and trial.zoo.augment is False and trial.training.seed == 3
-    assert trial.training.optim == "sgd" and args.training.optim != "sgd"  # the base stays as it was
-    with pytest.raises(ConfigError, match="learning_rate"):
-        args.with_params({"learning_rate": "fast"})
-
-
+@pytest.mark.slow
 def test_weights_do_not_depend_on_where_an_earlier_run_was_killed(tmp_path):
     """A rerun that skips the epoch-0 evaluation (done before a kill, or kept when a later checkpoint was corrupted)
     trains on the same random stream as an uninterrupted run: bit-identical weights."""
@@ -433,6 +435,7 @@ def test_weights_do_not_depend_on_where_an_earlier_run_was_killed(tmp_path):
     assert all((got[k] == expected[k]).all() for k in expected)
 
 
+@pytest.mark.slow
 def test_provenance_records_what_bit_identical_weights_depend_on(tmp_path, vit_parents):
     """Thread count, device, world size and library versions, for recipe runs and (through the same
     `prepare_member`, with the trial's host and Ray node added) population trials."""

@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
-from small_zoo import shared_small_zoo
+from helpers.members import weights
+from helpers.small_zoo import shared_small_zoo
 
 from zoo import layout
 from zoo.cli import main
@@ -21,14 +21,12 @@ def small_zoo():
     return shared_small_zoo()
 
 
-def weights(checkpoint):
-    return load_file(str(checkpoint / layout.WEIGHTS))
-
-
 def mlp_children(zoo):
     return [m for m in zoo["children"] if m.factors["head"] == "mlp"]
 
 
+@pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_average_weights_is_the_mean(small_zoo):
     checkpoints = [m.checkpoint_dir() for m in mlp_children(small_zoo)]
     mean = soups.average_weights(checkpoints)
@@ -42,6 +40,7 @@ def test_average_weights_is_the_mean(small_zoo):
         soups.average_weights([checkpoints[0], small_zoo["children"][3].checkpoint_dir()])
 
 
+@pytest.mark.slow
 def test_evaluation_reproduces_the_members_results(small_zoo):
     tasks = evaluation.TaskCache()
     scores = evaluation.evaluate_members(small_zoo["children"], tasks, progress=False)
@@ -51,6 +50,7 @@ def test_evaluation_reproduces_the_members_results(small_zoo):
     assert len({tasks.task_key(m) for m in small_zoo["children"]}) == 1  # one zoo, one set of held-out splits
 
 
+@pytest.mark.slow
 def test_uniform_soup_cli(small_zoo, tmp_path, capsys):
     root, parent = small_zoo["root"], small_zoo["parent"]
     out = tmp_path / "u"
@@ -86,6 +86,7 @@ def test_uniform_soup_cli(small_zoo, tmp_path, capsys):
     np.testing.assert_allclose(model.classifier.weight.detach().numpy(), soup[key])
 
 
+@pytest.mark.slow
 def test_greedy_soup_cli(small_zoo, tmp_path):
     root, parent = small_zoo["root"], small_zoo["parent"]
     out = tmp_path / "g"
@@ -115,6 +116,7 @@ def test_greedy_soup_cli(small_zoo, tmp_path):
     assert again["validation_acc"] == pytest.approx(record["validation_acc"])
 
 
+@pytest.mark.slow
 def test_epochs_soup_cli(small_zoo, tmp_path, capsys):
     member = small_zoo["children"][0]
     out = tmp_path / "e"
@@ -135,6 +137,7 @@ def test_epochs_soup_cli(small_zoo, tmp_path, capsys):
     assert len(soups.read_soup(tmp_path / "e9")["ingredients"]) == 4
 
 
+@pytest.mark.slow
 def test_all_linear_or_single_group(small_zoo):
     """Largest compatible group wins; a single member is its own group."""
     groups, excluded = soups.compatible_groups(small_zoo["children"])
@@ -143,6 +146,7 @@ def test_all_linear_or_single_group(small_zoo):
     assert [m.relpath for m in chosen] == [small_zoo["children"][3].relpath] and not left
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv,needle", [
     (["--parent", "no_such_parent", "--method", "uniform"], "no_such_parent"),
     (["--parent", "no_such_parent", "--method", "greedy"], "no_such_parent"),
@@ -156,6 +160,7 @@ def test_bad_input_exit_2(small_zoo, tmp_path, capsys, argv, needle):
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.slow
 def test_parent_without_children(small_zoo, tmp_path, capsys):
     child = small_zoo["children"][0]
     assert main(["soup", str(small_zoo["root"]), "--parent", child.name, "--method", "uniform",
@@ -169,6 +174,7 @@ def one_error_line(capsys) -> str:
     return err[0]
 
 
+@pytest.mark.slow
 def test_out_never_inside_a_member(small_zoo, tmp_path, capsys):
     """A member's checkpoint folder (or any folder inside a member) is never a soup's --out."""
     root, parent, member = small_zoo["root"], small_zoo["parent"], small_zoo["children"][0]
@@ -183,6 +189,7 @@ def test_out_never_inside_a_member(small_zoo, tmp_path, capsys):
     assert layout.load_member(member.path, root).state == "complete"
 
 
+@pytest.mark.slow
 def test_out_replaces_only_an_earlier_soup_of_the_same_command(small_zoo, tmp_path, capsys):
     root, member = small_zoo["root"], small_zoo["children"][0]
     command = ["soup", str(root), "--member", member.relpath, "--method", "epochs", "--last", "2"]
@@ -204,6 +211,7 @@ def test_out_replaces_only_an_earlier_soup_of_the_same_command(small_zoo, tmp_pa
     assert soups.read_soup(out)["command"]["last"] == 2
 
 
+@pytest.mark.slow
 def test_epochs_soup_of_a_truncated_checkpoint(small_zoo, tmp_path, capsys):
     member = small_zoo["children"][0]
     root = tmp_path / "zoo"

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.paths import CONFIGS, ROOT
 
 from zoo import kinds, layout
 from zoo.cli import main as zoo_main
 from zoo.runs import recipe_main
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "recipes" / "configs"
 SMALL_MLM = ["--max_train_samples", "30", "--max_eval_samples", "10", "--num_train_epochs", "2",
              "--checkpoint_every", "1", "--vocab_size", "512", "--block_size", "32", "--disable_tqdm", "true"]
 
@@ -105,6 +104,7 @@ def bert_parent(tmp_path_factory):
     return members[0]
 
 
+@pytest.mark.slow
 def test_bert_masked_lm_member(bert_parent):
     member = bert_parent
     assert member.state == "complete" and member.checkpoints == [0, 1, 2]
@@ -119,6 +119,7 @@ def test_bert_masked_lm_member(bert_parent):
     assert tokenizer.get("mask_token") == "[MASK]"
 
 
+@pytest.mark.slow
 def test_bert_evaluation_is_repeatable(bert_parent):
     """Evaluation masks with the collator's own seed: the same checkpoint scores the same, twice."""
     from zoo.arguments import parse_config
@@ -133,6 +134,7 @@ def test_bert_evaluation_is_repeatable(bert_parent):
     assert first == second
 
 
+@pytest.mark.slow
 def test_bert_finetune_and_stock_loading(tmp_path, bert_parent):
     parent = bert_parent.checkpoint_dir()
     assert recipe_main("mlm-finetune", ["--config", str(CONFIGS / "language" / "finetune_mlm_tiny.yaml"),
@@ -156,6 +158,7 @@ def test_bert_finetune_and_stock_loading(tmp_path, bert_parent):
     assert code == 2
 
 
+@pytest.mark.slow
 def test_studies_and_publishing_work_on_bert_members(tmp_path, bert_parent):
     """Soups, analysis and publishing read BERT members with no BERT-specific code outside the kinds."""
     import shutil

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from small_zoo import shared_small_zoo
+from helpers.small_zoo import shared_small_zoo
 
 from zoo import layout
 from zoo.cli import main
@@ -34,6 +34,8 @@ def table(out, name):
     return parquet
 
 
+@pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_report_references_existing_files(report, small_zoo):
     text = (report / "report.md").read_text()
     links = re.findall(r"\]\(((?:figures|tables)/[^)]+)\)", text)
@@ -57,6 +59,7 @@ def test_report_references_existing_files(report, small_zoo):
         assert f"tables/{name}.csv" in tables and (report / "tables" / f"{name}.parquet").is_file()
 
 
+@pytest.mark.slow
 def test_performance_tables(report, small_zoo):
     members = table(report, "members")
     assert len(members) == 5 and set(members.stage) == {"pretraining", "finetuning"}
@@ -71,6 +74,7 @@ def test_performance_tables(report, small_zoo):
     assert heads.loc["mlp", "count"] == 3 and heads.loc["linear", "count"] == 1
 
 
+@pytest.mark.slow
 def test_soup_table(report, small_zoo):
     soup_rows = table(report, "soups")
     assert len(soup_rows) == 1
@@ -82,6 +86,7 @@ def test_soup_table(report, small_zoo):
     assert "linear" in row.note
 
 
+@pytest.mark.slow
 def test_weight_tables(report, small_zoo):
     pairs = table(report, "weight_pairs")
     n = 5
@@ -98,6 +103,7 @@ def test_weight_tables(report, small_zoo):
     assert len(norms[(norms.member == small_zoo["children"][0].relpath)].epoch.unique()) == 4
 
 
+@pytest.mark.slow
 def test_behaviour_table(report, small_zoo):
     pairs = table(report, "behaviour_pairs")
     assert len(pairs) == 4 * 3 // 2  # the four children share the digits test split; the parent is on MNIST
@@ -106,6 +112,7 @@ def test_behaviour_table(report, small_zoo):
     assert (pairs.examples == 96).all()
 
 
+@pytest.mark.slow
 def test_gram_distances_match_direct_computation(small_zoo):
     parent, children = small_zoo["parent"], small_zoo["children"]
     checkpoints = [children[0].checkpoint_dir(), children[0].checkpoint_dir(), children[1].checkpoint_dir(),
@@ -125,6 +132,7 @@ def test_gram_distances_match_direct_computation(small_zoo):
     assert cosine[0, 2] == pytest.approx(va @ vb / np.linalg.norm(va) / np.linalg.norm(vb), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_linear_cka(small_zoo):
     tasks = evaluation.TaskCache()
     member = small_zoo["children"][0]
@@ -138,6 +146,7 @@ def test_linear_cka(small_zoo):
     assert analysis.linear_cka(features, noise) < 0.9
 
 
+@pytest.mark.slow
 def test_max_members_caps_pairs(small_zoo, tmp_path):
     assert main(["analyze", str(small_zoo["root"]), "--out", str(tmp_path), "--max-members", "3"]) == 0
     assert len(pd.read_csv(tmp_path / "tables" / "weight_pairs.csv")) == 3
@@ -152,6 +161,7 @@ def test_analyze_bad_input(tmp_path, capsys):
     assert "missing" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_benchmark_predict_accuracy(small_zoo, tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["benchmark", str(small_zoo["root"]), "--task", "predict-accuracy", "--out", str(out)]) == 0
@@ -161,6 +171,7 @@ def test_benchmark_predict_accuracy(small_zoo, tmp_path, capsys):
     assert "r2" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_benchmark_predict_factor(small_zoo, capsys):
     result = benchmark.benchmark(small_zoo["root"], "predict-factor", factor="head")
     assert result["classes"] == ["linear", "mlp"]
@@ -169,6 +180,7 @@ def test_benchmark_predict_factor(small_zoo, capsys):
     assert "one value" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_benchmark_refuses_too_few_members(small_zoo, tmp_path, capsys):
     root = tmp_path / "zoo"
     for member in small_zoo["children"][:2]:
@@ -200,6 +212,7 @@ sys.exit(code)
 """
 
 
+@pytest.mark.slow
 def test_weights_only_loads_no_model(small_zoo, tmp_path):
     """--weights-only: performance from result.json and the weight space, without data, models or torch."""
     import os
@@ -218,6 +231,7 @@ def test_weights_only_loads_no_model(small_zoo, tmp_path):
     assert "Weights only" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_weight_gram_streams_in_blocks(small_zoo):
     """Slices of a tensor at a time (a tiny memory budget) give the same Gram matrix as whole tensors."""
     checkpoints = [m.checkpoint_dir() for m in small_zoo["children"]] + [small_zoo["parent"].checkpoint_dir()]
@@ -226,6 +240,7 @@ def test_weight_gram_streams_in_blocks(small_zoo):
     assert np.allclose(weights.weight_gram(checkpoints, keys, block_bytes=1), whole, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_member_ids_tell_children_apart(small_zoo):
     members = layout.scan_members(small_zoo["root"])
     ids = analysis.member_ids(members)
@@ -255,6 +270,7 @@ def test_factor_summary_keeps_kinds_apart():
     assert len(seed1) == 2 and set(seed1["count"]) == {1}
 
 
+@pytest.mark.slow
 def test_predict_factor_majority_is_chance_level(small_zoo):
     """Five members with five seeds (4, 4, 4, 4 and 3 checkpoints): the majority baseline is the largest class's
     share, 4/19 (about chance), not 0 as majorities taken per grouped fold gave."""

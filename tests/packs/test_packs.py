@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.paths import ROOT
 from safetensors.torch import load_file
 from transformers import AutoModelForImageClassification
 
@@ -16,7 +17,6 @@ from zoo.arguments import parse_config
 from zoo.runs import Arguments, MemberRun, kind_defaults
 from zoo.training import ZooTrainer, isolated_rng
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "recipes" / "configs" / "vision" / "pretrain_supervised_tiny.yaml"
 MEMBERS = [{"seed": 1, "learning_rate": 1e-3}, {"seed": 2, "learning_rate": 3e-3, "weight_decay": 0.1}]
 
@@ -60,6 +60,7 @@ def solo(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["vmap", "loop"])
 def test_a_pack_trains_each_member_as_it_would_train_alone(tmp_path, mode, solo):
     """Same batches, augmentation and optimizer per member: weights agree to float rounding, metrics match."""
@@ -91,6 +92,7 @@ def test_a_pack_trains_each_member_as_it_would_train_alone(tmp_path, mode, solo)
     assert not (tmp_path / "state" / "pack-test").exists()
 
 
+@pytest.mark.slow
 def test_a_pack_of_llama_decoders_trains_each_as_alone(tmp_path):
     """vmap over the stock LlamaForCausalLM (RoPE, RMSNorm, SwiGLU, tied embeddings): each member's weights and
     losses are those of its solo run. Plain SGD: its step is linear in the gradient, so the rounding noise of the
@@ -190,8 +192,10 @@ EVALUATED = {  # what the evaluation test packs: a ViT (supervised or SimCLR), a
 }
 
 
-@pytest.mark.parametrize("what,vmapped", [("supervised", True), ("contrastive", True), ("supervised", False),
-                                          ("causal-lm", True), ("llama", True), ("masked-lm", False)])
+@pytest.mark.parametrize("what,vmapped", [
+    ("supervised", True), ("contrastive", True), ("supervised", False),
+    pytest.param("causal-lm", True, marks=pytest.mark.slow), pytest.param("llama", True, marks=pytest.mark.slow),
+    pytest.param("masked-lm", False, marks=pytest.mark.slow)])
 def test_a_pack_evaluates_its_members_at_once_as_each_alone(tmp_path, monkeypatch, what, vmapped):
     """One pass over the test batches (the members' forwards vmapped, as on a GPU, or member after member, as on a
     CPU) gives each member the metrics `Trainer.evaluate` gives it, and its random stream makes the draws that
@@ -349,6 +353,7 @@ def test_children_of_a_frozen_parent_compute_its_encoder_once(tmp_path, monkeypa
         assert _max_difference(weights, _weights(solo_dir, 1)) < 0.25 * 3e-3
 
 
+@pytest.mark.slow
 def test_members_with_dropout_keep_their_own_dropout_masks(tmp_path):
     """`auto` packs members with dropout member after member, each forward on its own lane: the dropout masks,
     and so the weights, are the ones each member gets alone. Under vmap the masks come from one stream."""

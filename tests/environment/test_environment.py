@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 import transformers
+from helpers.paths import ROOT
+from helpers.zoo_factory import write_member
 from packaging.requirements import Requirement
 from packaging.version import Version
-from zoo_factory import write_member
 
 from zoo import environment, layout
 from zoo.cli import main as zoo_main
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _setup_requirements() -> list[Requirement]:
