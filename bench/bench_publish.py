@@ -31,7 +31,7 @@ TESTS = ROOT / "tests"
 SERVER = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from hub_server import HubServer
+from helpers.hub_server import HubServer
 server = HubServer(port={port}).start()
 server.throttle(every={every}, retry_after="1")
 print("ready", flush=True)
@@ -103,7 +103,7 @@ def main() -> int:
     py = sys.executable
     results: dict = {"members": args.members}
     if not (zoo / "zoo.json").is_file():
-        step("write synthetic zoo", [py, "-c", "import sys; from zoo_factory import write_tiny_zoo; "
+        step("write synthetic zoo", [py, "-c", "import sys; from helpers.zoo_factory import write_tiny_zoo; "
                                      f"print(write_tiny_zoo(sys.argv[1], {args.members}))", str(zoo)], env, results)
     server = subprocess.Popen([py, "-c", SERVER.format(tests=str(TESTS), port=port, every=args.throttle_every)],
                               env=env, stdout=subprocess.PIPE, text=True)

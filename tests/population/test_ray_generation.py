@@ -204,7 +204,7 @@ def test_ctrl_c_says_how_to_resume_and_the_rerun_says_where_it_resumes(tmp_path,
     """SIGINT (Ctrl-C) of `zoo generate` while a member trains: exit 130 and one line saying to rerun, not Ray's
     `tune.run(..., resume=True)`; the rerun says it resumes, from which epoch, and how long the stage took."""
     spec = pretraining_spec(tmp_path / "spec.yaml", vision__pretraining__fixed={
-        "num_train_epochs": 6, "checkpoint_every": 1, "max_train_samples": 512, "max_eval_samples": 64,
+        "num_train_epochs": 8, "checkpoint_every": 1, "max_train_samples": 512, "max_eval_samples": 64,
         "per_device_train_batch_size": 64})
     zoo_dir = tmp_path / "zoo"
     command = [sys.executable, "-m", "zoo", "generate", str(spec), "--zoo-dir", str(zoo_dir)]
@@ -212,8 +212,8 @@ def test_ctrl_c_says_how_to_resume_and_the_rerun_says_where_it_resumes(tmp_path,
                             env=own_ray.env, start_new_session=True)  # its own group: Ctrl-C reaches all of it
     deadline = time.time() + 400
     while time.time() < deadline and proc.poll() is None:
-        if any(len(layout.read_results(p)) >= 3 for p in (zoo_dir / "vision" / "pretraining").glob("*")):
-            break  # epochs 0 to 2 written, 4 more to go
+        if any(len(layout.read_results(p)) >= 2 for p in (zoo_dir / "vision" / "pretraining").glob("*")):
+            break  # epochs 0 and 1 written, 7 more to go: time for the interrupt to land on a loaded machine
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=300)
@@ -231,7 +231,7 @@ def test_ctrl_c_says_how_to_resume_and_the_rerun_says_where_it_resumes(tmp_path,
         "their last saved state"
     resumed = [line for line in lines if " resumes from epoch " in line]
     assert len(resumed) == 1 and resumed[0].startswith(f"zoo: {member.relpath} resumes from epoch ")
-    assert 2 <= int(resumed[0].rsplit(" ", 1)[-1]) < 6
+    assert 1 <= int(resumed[0].rsplit(" ", 1)[-1]) < 8
     assert any(line.startswith("zoo: vision/pretraining: 1 member done in ") and line.endswith(" s") for line in lines)
     assert layout.scan_members(zoo_dir)[0].state == "complete"
 
