@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from zoo import __version__, kinds, layout
+from zoo.publish.columns import sort_label, text_value
 from zoo.publish.common import MANIFEST_FORMAT, FileRecord
+from zoo.publish.splits import SPLITS, ZooSplits
 from zoo.publish.stage import ModelRepo, Placed, Selected
-from zoo.publish.tables import sort_label, text_value
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "hub_card"  # the source tree; installed: zoo/hub_card
 if not TEMPLATES.is_dir():
@@ -68,17 +69,35 @@ def _table_docs(tables: dict[str, Any]) -> list[dict[str, Any]]:
             for name, schema in tables.items()]
 
 
+def _split_doc(selected: list[Selected], splits: ZooSplits) -> dict[str, Any]:
+    """What the card says of the split: its settings, where it comes from, and the members in each split."""
+    counts = Counter(splits.of(item.member) for item in selected)
+    return {"seed": splits.seed, "split_by": splits.split_by, "from_file": splits.from_file,
+            "fractions": "/".join(f"{100 * fraction:g}" for fraction in splits.fractions),
+            "counts": [{"name": name, "members": counts.get(name, 0)} for name in SPLITS]}
+
+
+def _config(name: str, files: dict[str, list[str]]) -> dict[str, Any]:
+    """A config of the card's YAML: its parquet files per split (one path, or a list)."""
+    data_files = [{"split": split, "path": paths if len(paths) > 1 else paths[0]} for split, paths in files.items()]
+    return {"config_name": name, "data_files": data_files, **({"default": True} if name == "members" else {})}
+
+
+def _example_kind(selected: list[Selected]) -> str:
+    """The kind of the most members: the card's examples of the flat and layers formats select it."""
+    counts = Counter(str(item.member.config.get("kind") or "") for item in selected)
+    return counts.most_common(1)[0][0] if counts else ""
+
+
 def render_dataset_card(*, repo_id: str, model_repos: list[str], title: str, description: str, license_id: str,
-                        selected: list[Selected], table_files: dict[str, list[str]],
+                        selected: list[Selected], table_files: dict[str, dict[str, list[str]]],
                         table_columns: dict[str, list[str]], spec_yaml: str, spec_hash: str | None,
-                        plots: list[dict[str, Any]], with_weights: bool, branches: bool, endpoint: str) -> str:
+                        plots: list[dict[str, Any]], splits: ZooSplits, with_weights: bool, branches: bool,
+                        endpoint: str) -> str:
+    """The dataset card; `table_files` gives each config's parquet files per split."""
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    configs = [
-        {"config_name": name, "data_files": [{"split": "train", "path": paths if len(paths) > 1 else paths[0]}],
-         **({"default": True} if name == "members" else {})}
-        for name, paths in table_files.items()
-    ]
+    configs = [_config(name, files) for name, files in table_files.items()]
     n_checkpoints = sum(len(item.epochs) for item in selected)
     card_data = DatasetCardData(
         license=license_id, pretty_name=title, tags=["model-zoo", "transformer-zoo", "weight-space-learning"],
@@ -90,6 +109,7 @@ def render_dataset_card(*, repo_id: str, model_repos: list[str], title: str, des
         branches=branches,
         n_members=len(selected), n_checkpoints=n_checkpoints, counts=_counts(selected),
         tables=_table_docs(table_columns), with_weights=with_weights, spec_yaml=spec_yaml, spec_hash=spec_hash,
+        split=_split_doc(selected, splits), example_kind=_example_kind(selected),
         grid=_grid(selected), plots=[{"path": p["path"], "title": p["title"]} for p in plots],
         license_name=LICENSE_NAMES.get(license_id, license_id), citation=citation(repo_id, title),
     )

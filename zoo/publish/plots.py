@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from zoo import kinds
+from zoo.publish.columns import sort_label, text_value
 from zoo.publish.common import PLOTS_DIR
 from zoo.publish.stage import Selected
-from zoo.publish.tables import sort_label, text_value
 
 MAX_FACTOR_VALUES = 24  # factors with more distinct values get no panel
 MAX_CURVES = 300  # curves drawn per plot; the rank and factor panels show every member

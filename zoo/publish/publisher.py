@@ -12,6 +12,7 @@ from typing import Any
 from zoo import kinds
 from zoo.publish.budget import RequestBudget
 from zoo.publish.cards import render_dataset_card, render_model_card, zoo_card_info
+from zoo.publish.columns import write_parquet
 from zoo.publish.common import (
     CARD,
     DATA_DIR,
@@ -33,8 +34,9 @@ from zoo.publish.common import (
 from zoo.publish.plots import render_plots
 from zoo.publish.push import HubTarget, LocalTarget, Target, Upload, not_gitattributes, sync
 from zoo.publish.scratch import DATASET_FOLDER, LocalPublish, staging_folder
+from zoo.publish.splits import ZooSplits, zoo_splits
 from zoo.publish.stage import ModelRepo, Selected, hash_checkpoints, plan_layout, select_members
-from zoo.publish.tables import build_tables, write_parquet, write_weight_tables
+from zoo.publish.tables import build_tables, write_weight_tables
 
 DATASET_OWNED = (f"{DATA_DIR}/", f"{PLOTS_DIR}/")
 
@@ -126,22 +128,22 @@ def push_model_repos(target: Target, repos: list[ModelRepo], *, dataset_repo: st
 
 
 def stage_dataset(zoo_dir: Path, selected: list[Selected], out: Path, *, repo_id: str, repos: list[ModelRepo],
-                  heads: dict[str, str], with_weights: bool, branches: bool, info: dict[str, Any],
-                  endpoint: str) -> list[FileRecord]:
+                  heads: dict[str, str], splits: ZooSplits, with_weights: bool, branches: bool,
+                  info: dict[str, Any], endpoint: str) -> list[FileRecord]:
     """Write the dataset repo's files, but the manifest, into `out`: tables, plots, spec and card."""
     import yaml
 
     data_dir = out / DATA_DIR
-    table_files: dict[str, list[str]] = {}
+    table_files: dict[str, dict[str, list[str]]] = {}  # config -> split -> parquet files
     table_columns: dict[str, list[str]] = {}
-    for name, table in build_tables(selected, repos, heads).items():
+    for name, table in build_tables(selected, repos, heads, splits).items():
         write_parquet(table, data_dir / f"{name}.parquet")
-        table_files[name] = [f"{DATA_DIR}/{name}.parquet"]
+        table_files[name] = {"train": [f"{DATA_DIR}/{name}.parquet"]}
         table_columns[name] = table.column_names
     if with_weights:
-        table_files["weights"] = write_weight_tables(selected, data_dir)
+        table_files["weights"] = write_weight_tables(selected, data_dir, splits)
         table_columns["weights"] = ["member", "member_path", "epoch", "weights"]
-        table_files["weights_index"] = [f"{DATA_DIR}/weights_index.parquet"]
+        table_files["weights_index"] = {"train": [f"{DATA_DIR}/weights_index.parquet"]}
         table_columns["weights_index"] = ["member_path", "name", "dtype", "shape", "offset", "numel"]
     plots = render_plots(selected)
     for plot in plots:
@@ -153,15 +155,15 @@ def stage_dataset(zoo_dir: Path, selected: list[Selected], out: Path, *, repo_id
         repo_id=repo_id, model_repos=[repo.repo_id for repo in repos], title=info["title"],
         description=info["description"], license_id=info["license_id"], selected=selected, table_files=table_files,
         table_columns=table_columns, spec_yaml=spec_yaml, spec_hash=info["spec_hash"], plots=plots,
-        with_weights=with_weights, branches=branches, endpoint=endpoint)
+        splits=splits, with_weights=with_weights, branches=branches, endpoint=endpoint)
     write_file(out / CARD, card.encode())
     return [record_of_file(path.relative_to(out).as_posix(), path)
             for path in sorted(out.rglob("*")) if path.is_file()]
 
 
 def _push_all(target: Target, staging: Path, *, zoo_dir: Path, selected: list[Selected], repos: list[ModelRepo],
-              repo_id: str, branch: str, private: bool, commit_files: int, with_weights: bool, branches: bool,
-              info: dict[str, Any], endpoint: str, report: PublishReport) -> None:
+              repo_id: str, branch: str, private: bool, commit_files: int, splits: ZooSplits, with_weights: bool,
+              branches: bool, info: dict[str, Any], endpoint: str, report: PublishReport) -> None:
     """The model repos, then the dataset repo (its files staged in `staging`) with the manifest."""
     from zoo.publish.cards import build_manifest  # noqa: PLC0415 (kept beside its only caller)
 
@@ -169,7 +171,8 @@ def _push_all(target: Target, staging: Path, *, zoo_dir: Path, selected: list[Se
         target, repos, dataset_repo=repo_id, branch=branch, private=private, commit_files=commit_files,
         info=info, endpoint=endpoint, report=report)
     dataset_files = stage_dataset(zoo_dir, selected, staging, repo_id=repo_id, repos=repos, heads=report.heads,
-                                  with_weights=with_weights, branches=branches, info=info, endpoint=endpoint)
+                                  splits=splits, with_weights=with_weights, branches=branches, info=info,
+                                  endpoint=endpoint)
     manifest = dump_json(build_manifest(repo_id=repo_id, dataset_files=dataset_files, repos=repos, branch=branch,
                                         repo_files=repo_files, heads=report.heads, ref_heads=ref_heads,
                                         selected=selected))
@@ -219,6 +222,7 @@ def publish(zoo_dir: str | Path, repo_id: str, *, model_repo_id: str | None = No
     hub = HubTarget(api, budget=budget, max_retries=max_retries) if local_dir is None else None
     branch = revision or "main"
     selected, not_complete = select_members(zoo_dir, allow_incomplete)
+    splits = zoo_splits(zoo_dir)  # a damaged splits.json stops the publish before anything is pushed
     repos = plan_layout(selected, model_repo_id, max_repo_files=max_repo_files,
                         max_folder_entries=max_folder_entries, branches=branches)
     if len(repos) > 1 and any(repo.repo_id == repo_id for repo in repos):
@@ -232,8 +236,9 @@ def publish(zoo_dir: str | Path, repo_id: str, *, model_repo_id: str | None = No
     local = LocalPublish(Path(local_dir), folders.values()) if local_dir is not None else None
     report.local_dir = local.root if local is not None else None
     job = {"zoo_dir": zoo_dir, "selected": selected, "repos": repos, "repo_id": repo_id, "branch": branch,
-           "private": private, "commit_files": commit_files, "with_weights": with_weights, "branches": branches,
-           "info": zoo_card_info(zoo_dir), "endpoint": constants.ENDPOINT.rstrip("/"), "report": report}
+           "private": private, "commit_files": commit_files, "splits": splits, "with_weights": with_weights,
+           "branches": branches, "info": zoo_card_info(zoo_dir), "endpoint": constants.ENDPOINT.rstrip("/"),
+           "report": report}
     kept = f"; --local-dir {local_dir} is left as it was" if local is not None else ""
     try:
         with staging_folder(zoo_dir) as staging, local or nullcontext():

@@ -1,5 +1,5 @@
-"""The dataset repo's parquet tables: `members`, `checkpoints`, `metrics`, and with `--with-weights` `weights`
-(flattened parameters, sharded) and `weights_index`."""
+"""The dataset repo's parquet tables: `members` (with each member's `split`), `checkpoints`, `metrics`, and with
+`--with-weights` `weights` (flattened parameters, sharded, the shards of each split apart) and `weights_index`."""
 
 from __future__ import annotations
 
@@ -10,66 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from zoo import layout
-from zoo.publish.common import DATA_DIR, tqdm_bar, with_path
+from zoo.publish.columns import arrow_table, free_name, write_parquet
+from zoo.publish.common import DATA_DIR, tqdm_bar
+from zoo.publish.splits import SPLITS, ZooSplits
 from zoo.publish.stage import ModelRepo, Placed, Selected
 
 WEIGHTS_MAX_PARAMS = 10_000_000  # --with-weights is for small models: one row holds a whole checkpoint
 WEIGHTS_SHARD_BYTES = 256 * 1024 * 1024
 _RESULT_KEYS_FIRST = ("train_loss", "train_acc", "test_loss", "test_acc", "test_perplexity")
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "str"
-    return "other"
-
-
-def text_value(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, sort_keys=True, default=str)
-    return layout.format_value(value) if isinstance(value, (bool, float)) else str(value)
-
-
-def typed_column(values: list[Any]) -> Any:
-    """A pyarrow array keeping the values' type (bool, int64, float64, string); a column mixing types (or holding
-    lists/dicts) becomes text; missing values are null."""
-    import pyarrow as pa
-
-    kinds = {_kind(value) for value in values if value is not None}
-    if not kinds:
-        return pa.array([None] * len(values), pa.string())
-    if kinds == {"bool"}:
-        return pa.array(values, pa.bool_())
-    if kinds == {"int"} and all(-(2**63) <= value < 2**63 for value in values if value is not None):
-        return pa.array(values, pa.int64())
-    if kinds <= {"int", "float"}:
-        return pa.array([None if value is None else float(value) for value in values], pa.float64())
-    return pa.array([text_value(value) for value in values], pa.string())
-
-
-def _table(columns: dict[str, list[Any]]) -> Any:
-    import pyarrow as pa
-
-    return pa.table({name: typed_column(values) for name, values in columns.items()})
-
-
-def sort_label(label: str) -> tuple[int, float, str]:
-    try:
-        return (0, float(label), label)
-    except ValueError:
-        return (1, 0.0, label)
-
-
-def _free_name(name: str, taken: Iterable[str], prefix: str) -> str:
-    return name if name not in taken else f"{prefix}{name}"
 
 
 def _result_keys(members: Iterable[layout.MemberInfo]) -> list[str]:
@@ -104,6 +52,7 @@ _MEMBER_FIXED = ["member", "member_path", "modality", "stage", "kind", "state", 
                  "parent_checkpoint"]
 _MEMBER_TAIL = ["epochs", "last_epoch", "num_checkpoints", "model_repo", "local_folder", "last_checkpoint",
                 "num_params", "metric", "metric_value"]
+_MEMBER_LAST = ["config", "split"]
 _CHECKPOINT_FIXED = ["member", "member_path", "modality", "stage", "epoch", "checkpoint", "is_last", "model_repo",
                      "subfolder", "revision", "subfolder_revision", "local_folder", "weights_size", "weights_sha256"]
 _CURVE_FIXED = ["member", "member_path", "modality", "stage", "epoch"]
@@ -153,15 +102,15 @@ def _member_values(item: Selected, last: Placed | None, local_folder: dict[str, 
 
 
 def _members_table(selected: list[Selected], placed: _Placements, local_folder: dict[str, str],
-                   result_keys: list[str]) -> Any:
-    """One row per member: identity, parent, factors (as `factor_<key>` where a name is taken), last checkpoint
-    and final results (as `final_<key>` where taken)."""
-    factor_cols = {key: _free_name(key, _MEMBER_FIXED + _MEMBER_TAIL, "factor_")
-                   for key in _factor_keys(item.member for item in selected)}
-    taken = set(_MEMBER_FIXED + _MEMBER_TAIL + list(factor_cols.values()))
-    final_cols = {key: _free_name(key, taken, "final_") for key in result_keys}
+                   result_keys: list[str], splits: ZooSplits) -> Any:
+    """One row per member: identity, parent, factors (as `factor_<key>` where a name is taken), last checkpoint,
+    final results (as `final_<key>` where taken), config and split; the split settings in the parquet metadata."""
+    fixed = _MEMBER_FIXED + _MEMBER_TAIL + _MEMBER_LAST
+    factor_cols = {key: free_name(key, fixed, "factor_") for key in _factor_keys(item.member for item in selected)}
+    taken = set(fixed + list(factor_cols.values()))
+    final_cols = {key: free_name(key, taken, "final_") for key in result_keys}
     columns = _columns(_MEMBER_FIXED + list(factor_cols.values()) + _MEMBER_TAIL + list(final_cols.values())
-                       + ["config"])
+                       + _MEMBER_LAST)
     for item in selected:
         member = item.member
         final = member.last_result or {}
@@ -169,14 +118,15 @@ def _members_table(selected: list[Selected], placed: _Placements, local_folder: 
         values = _member_values(item, last, local_folder)
         values.update({column: member.factors.get(key) for key, column in factor_cols.items()})
         values.update({column: final.get(key) for key, column in final_cols.items()})
+        values["split"] = splits.of(member)
         _append_row(columns, values)
-    return _table(columns)
+    return arrow_table(columns).replace_schema_metadata(splits.metadata())
 
 
 def _checkpoints_table(selected: list[Selected], placed: _Placements, heads: dict[str, str],
                        local_folder: dict[str, str], result_keys: list[str]) -> Any:
     """One row per published checkpoint: where it lives, its weights file and its epoch's results."""
-    metric_cols = {key: _free_name(key, _CHECKPOINT_FIXED, "metric_") for key in result_keys}
+    metric_cols = {key: free_name(key, _CHECKPOINT_FIXED, "metric_") for key in result_keys}
     columns = _columns(_CHECKPOINT_FIXED + list(metric_cols.values()))
     for item in selected:
         member, by_epoch = item.member, _results_by_epoch(item.member)
@@ -193,12 +143,12 @@ def _checkpoints_table(selected: list[Selected], placed: _Placements, heads: dic
             }
             values.update({column: row.get(key) for key, column in metric_cols.items()})
             _append_row(columns, values)
-    return _table(columns)
+    return arrow_table(columns)
 
 
 def _metrics_table(selected: list[Selected], result_keys: list[str]) -> Any:
     """One row per member and result.json epoch: the learning curves."""
-    metric_cols = {key: _free_name(key, _CURVE_FIXED, "metric_") for key in result_keys}
+    metric_cols = {key: free_name(key, _CURVE_FIXED, "metric_") for key in result_keys}
     columns = _columns(_CURVE_FIXED + list(metric_cols.values()))
     for item in selected:
         member = item.member
@@ -206,17 +156,19 @@ def _metrics_table(selected: list[Selected], result_keys: list[str]) -> Any:
             values = {**_member_identity(member), "epoch": epoch}
             values.update({column: row.get(key) for key, column in metric_cols.items()})
             _append_row(columns, values)
-    return _table(columns)
+    return arrow_table(columns)
 
 
-def build_tables(selected: list[Selected], repos: list[ModelRepo], heads: dict[str, str]) -> dict[str, Any]:
+def build_tables(selected: list[Selected], repos: list[ModelRepo], heads: dict[str, str],
+                 splits: ZooSplits) -> dict[str, Any]:
     """The `members`, `checkpoints` and `metrics` tables (pyarrow), rows in zoo order. `heads` gives each model
     repo's commit (or branch, for a local folder) that holds the checkpoints at their subfolders; `local_folder` is
-    the model repo's folder in a `--local-dir` publish (`models`, or `models-00`, ... when the zoo is sharded)."""
+    the model repo's folder in a `--local-dir` publish (`models`, or `models-00`, ... when the zoo is sharded);
+    `splits` gives each member's split."""
     placed = {(cp.member.relpath, cp.epoch): cp for repo in repos for cp in repo.checkpoints}
     local_folder = {repo.repo_id: repo.local_folder for repo in repos}
     result_keys = _result_keys(item.member for item in selected)
-    return {"members": _members_table(selected, placed, local_folder, result_keys),
+    return {"members": _members_table(selected, placed, local_folder, result_keys, splits),
             "checkpoints": _checkpoints_table(selected, placed, heads, local_folder, result_keys),
             "metrics": _metrics_table(selected, result_keys)}
 
@@ -256,15 +208,14 @@ def _read_bf16(weights: Path, info: dict[str, Any]) -> Any:
     return (raw.astype(np.uint32) << 16).view(np.float32)
 
 
-_INDEX_KEYS = ("name", "dtype", "shape", "offset", "numel")
-
-
 class _WeightShards:
-    """The `weights` table, written as parquet shards of about `WEIGHTS_SHARD_BYTES` of flattened checkpoints."""
+    """The `weights` table, written as parquet shards of about `WEIGHTS_SHARD_BYTES` of flattened checkpoints,
+    numbered across splits; `finish` ends a split's shards."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.shards: list[str] = []
+        self.closed = 0  # shards of the splits finished so far
         self.rows: list[tuple[str, str, int, Any]] = []
         self.pending_bytes = 0
 
@@ -295,16 +246,18 @@ class _WeightShards:
         self.rows, self.pending_bytes = [], 0
 
     def finish(self) -> list[str]:
-        """Write what is pending and return the shard paths; with no checkpoint at all, an empty shard keeps the
-        config loadable."""
+        """Write what is pending and return the shard paths of the split it ends."""
+        self.flush()
+        written, self.closed = self.shards[self.closed:], len(self.shards)
+        return written
+
+    def empty(self) -> list[str]:
+        """One shard of no rows, which keeps a config without any checkpoint loadable."""
         import pyarrow as pa
 
-        self.flush()
-        if not self.shards:
-            self._write(pa.table({"member": pa.array([], pa.string()), "member_path": pa.array([], pa.string()),
-                                  "epoch": pa.array([], pa.int64()),
-                                  "weights": pa.array([], pa.list_(pa.float32()))}))
-        return self.shards
+        self._write(pa.table({"member": pa.array([], pa.string()), "member_path": pa.array([], pa.string()),
+                              "epoch": pa.array([], pa.int64()), "weights": pa.array([], pa.list_(pa.float32()))}))
+        return self.finish()
 
     def _write(self, table: Any, row_group_size: int | None = None) -> None:
         name = f"{DATA_DIR}/weights/weights-{len(self.shards):05d}.parquet"
@@ -312,9 +265,12 @@ class _WeightShards:
         self.shards.append(name)
 
 
-def _flatten_member(item: Selected, shards: _WeightShards, index_cols: dict[str, list[Any]], bar: Any) -> None:
-    """Add a member's checkpoints to `shards` and its tensor layout to `index_cols`; every checkpoint must hold the
-    same tensors as its first."""
+_Layout = list[dict[str, Any]]  # a checkpoint's tensors: name, dtype, shape, offset, numel
+
+
+def _flatten_member(item: Selected, shards: _WeightShards, bar: Any) -> _Layout | None:
+    """Add a member's checkpoints to `shards` and return their tensor layout (None without checkpoints); every
+    checkpoint must hold the same tensors as its first."""
     member, first_layout = item.member, None
     for epoch in item.epochs:
         weights = member.checkpoint_dir(epoch) / layout.WEIGHTS
@@ -324,47 +280,43 @@ def _flatten_member(item: Selected, shards: _WeightShards, index_cols: dict[str,
         vector, index = _read_flat(weights)
         if first_layout is None:
             first_layout = index
-            for entry in index:
-                index_cols["member_path"].append(member.relpath)
-                for key in _INDEX_KEYS:
-                    index_cols[key].append(entry[key])
         elif index != first_layout:
             raise ValueError(f"{weights}: tensors differ from the member's first published checkpoint")
         shards.add(member, epoch, vector)
         bar.update(1)
+    return first_layout
 
 
-def write_weight_tables(selected: list[Selected], data_dir: Path) -> list[str]:
-    """`weights` (sharded parquet, one row per checkpoint) and `weights_index` (one row per tensor per member)."""
+def _write_index(selected: list[Selected], layouts: dict[str, _Layout], data_dir: Path) -> None:
+    """`weights_index`: one row per tensor per member, in zoo order."""
     import pyarrow as pa
 
-    index_cols = _columns(("member_path", *_INDEX_KEYS))
-    shards = _WeightShards(data_dir)
-    total = sum(len(item.epochs) for item in selected)
-    with tqdm_bar(total=total, unit="ckpt", desc="flattening weights") as bar:
-        for item in selected:
-            _flatten_member(item, shards, index_cols, bar)
-    written = shards.finish()
+    rows = [(item.relpath, entry) for item in selected for entry in layouts.get(item.relpath) or []]
     index_table = pa.table({
-        "member_path": pa.array(index_cols["member_path"], pa.string()),
-        "name": pa.array(index_cols["name"], pa.string()),
-        "dtype": pa.array(index_cols["dtype"], pa.string()),
-        "shape": pa.array(index_cols["shape"], pa.list_(pa.int64())),
-        "offset": pa.array(index_cols["offset"], pa.int64()),
-        "numel": pa.array(index_cols["numel"], pa.int64()),
+        "member_path": pa.array([relpath for relpath, _ in rows], pa.string()),
+        "name": pa.array([entry["name"] for _, entry in rows], pa.string()),
+        "dtype": pa.array([entry["dtype"] for _, entry in rows], pa.string()),
+        "shape": pa.array([entry["shape"] for _, entry in rows], pa.list_(pa.int64())),
+        "offset": pa.array([entry["offset"] for _, entry in rows], pa.int64()),
+        "numel": pa.array([entry["numel"] for _, entry in rows], pa.int64()),
     })
     write_parquet(index_table, data_dir / "weights_index.parquet")
-    return written
 
 
-def write_parquet(table: Any, path: Path, row_group_size: int | None = None) -> None:
-    """Parquet with fixed settings: the same table gives the same bytes (so an unchanged table is not re-uploaded)."""
-    import pyarrow.parquet as pq
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path, compression="zstd", row_group_size=row_group_size, write_statistics=True)
-    except OSError as err:
-        raise with_path(err, path) from None
-
-
+def write_weight_tables(selected: list[Selected], data_dir: Path, splits: ZooSplits) -> dict[str, list[str]]:
+    """`weights` (sharded parquet, one row per checkpoint; the shards of each split apart, split after split) and
+    `weights_index` (one row per tensor per member). Returns the shard paths of each split that has checkpoints (a
+    split of no rows would stop `load_dataset` from preparing the others); without any, one empty `train` shard."""
+    layouts: dict[str, _Layout | None] = {}
+    shards = _WeightShards(data_dir)
+    files: dict[str, list[str]] = {}
+    total = sum(len(item.epochs) for item in selected)
+    with tqdm_bar(total=total, unit="ckpt", desc="flattening weights") as bar:
+        for split in SPLITS:
+            for item in selected:
+                if splits.of(item.member) == split:
+                    layouts[item.relpath] = _flatten_member(item, shards, bar)
+            if written := shards.finish():
+                files[split] = written
+    _write_index(selected, layouts, data_dir)
+    return files or {"train": shards.empty()}

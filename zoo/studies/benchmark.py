@@ -1,6 +1,10 @@
 """Weight-space learning baselines on a zoo (`zoo benchmark`): per-tensor statistics of every checkpoint (Unterthiner
-et al. 2020) fed to gradient boosting, cross-validated by member (GroupKFold: a member's checkpoints are never in
-both train and test), predicting a checkpoint's test accuracy or a member's generating factor."""
+et al. 2020) fed to gradient boosting, predicting a checkpoint's test accuracy or a member's generating factor.
+
+Members are split as the zoo fixes it when it has a `splits.json` (written by `zoo.weightspace.assign_splits`:
+trained on the train and validation members, scored on the test members; members it does not record are left out),
+else cross-validated by member (GroupKFold). Either way a member's checkpoints are never in both train and test.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ from zoo.studies.evaluation import is_classifier
 from zoo.studies.weights import QUANTILES, Reader, shared_keys, tensor_stats
 
 MIN_BENCHMARK_MEMBERS = 4
+SPLITS_FILE = "splits.json"  # {seed, fractions, split_by, members: {member path: train | validation | test}}
+CROSS_VALIDATED = "GroupKFold by member"
 TASKS = ("predict-accuracy", "predict-factor")
 DEFAULT_FACTORS = ("optimizer", "optim")  # the first found is --factor's default
 
@@ -212,10 +218,46 @@ def _targets(zoo_dir: Path, task: str, factor: str | None, rows: list[dict[str, 
     return np.ones(len(rows), dtype=bool), labels
 
 
-def _cross_validate(task: str, x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int
-                    ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Out-of-fold predictions and (for accuracy) the train-mean baseline, by GroupKFold over members."""
+@dataclass
+class Evaluation:
+    """Predictions of the scored checkpoints: their targets, the model's and the train-mean baseline's (accuracy
+    only) predictions, the number of folds, and how members were split."""
+
+    y: np.ndarray
+    predictions: np.ndarray
+    baseline: np.ndarray
+    folds: int
+    split: str
+
+
+def recorded_splits(zoo_dir: Path) -> dict[str, str] | None:
+    """member path -> split, as the zoo's splits.json records them; None when it has none."""
+    path = zoo_dir / SPLITS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return {str(key): str(value) for key, value in layout.read_json(path)["members"].items()}
+    except (layout.LayoutError, KeyError, TypeError, AttributeError) as err:
+        raise BenchmarkError(f"{path}: not a splits file ({err})") from None
+
+
+def _fit_predict(task: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int) -> np.ndarray:
+    """Gradient boosting fitted on the train rows, predicting the test rows (one class in train: that class)."""
     from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
+
+    if task == "predict-accuracy":
+        model = GradientBoostingRegressor(random_state=seed, n_estimators=100, max_depth=2)
+    elif len(set(y_train)) < 2:
+        return np.full(len(x_test), y_train[0], dtype=object)
+    else:
+        model = GradientBoostingClassifier(random_state=seed, n_estimators=100, max_depth=2)
+    model.fit(x_train, y_train)
+    return model.predict(x_test)
+
+
+def _cross_validate(task: str, x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int,
+                    split: str = CROSS_VALIDATED) -> Evaluation:
+    """Out-of-fold predictions and (for accuracy) the train-mean baseline, by GroupKFold over members."""
     from sklearn.model_selection import GroupKFold
 
     folds = min(5, len(set(groups)))
@@ -224,16 +266,26 @@ def _cross_validate(task: str, x: np.ndarray, y: np.ndarray, groups: np.ndarray,
     for train, test in GroupKFold(n_splits=folds).split(x, y, groups):
         assert not set(groups[train]) & set(groups[test])
         if task == "predict-accuracy":
-            model = GradientBoostingRegressor(random_state=seed, n_estimators=100, max_depth=2)
             baseline[test] = y[train].mean()
-        elif len(set(y[train])) < 2:
-            predictions[test] = y[train][0]
-            continue
-        else:
-            model = GradientBoostingClassifier(random_state=seed, n_estimators=100, max_depth=2)
-        model.fit(x[train], y[train])
-        predictions[test] = model.predict(x[test])
-    return predictions, baseline, folds
+        predictions[test] = _fit_predict(task, x[train], y[train], x[test], seed)
+    return Evaluation(y, predictions, baseline, folds, split)
+
+
+def _held_out(task: str, x: np.ndarray, y: np.ndarray, groups: np.ndarray, splits: dict[str, str],
+              seed: int) -> Evaluation:
+    """Trained on the train and validation members of the zoo's splits, scored on its test members; cross-validated
+    (saying why) when these members leave too few on either side."""
+    member_split = np.asarray([splits.get(member, "") for member in groups])
+    train, test = np.isin(member_split, ("train", "validation")), member_split == "test"
+    counts = f"train+validation members {len(set(groups[train]))}, test members {len(set(groups[test]))}"
+    left_out = len(set(groups[~(train | test)]))
+    counts += f", members not in it (left out) {left_out}" if left_out else ""
+    if len(set(groups[train])) < 2 or test.sum() < 2:
+        return _cross_validate(task, x, y, groups, seed, f"{CROSS_VALIDATED}: {SPLITS_FILE} leaves too few of "
+                                                         f"these members to score ({counts})")
+    predictions = _fit_predict(task, x[train], y[train], x[test], seed)
+    baseline = np.full(int(test.sum()), y[train].mean() if task == "predict-accuracy" else None)
+    return Evaluation(y[test], predictions, baseline, 1, f"{SPLITS_FILE}: {counts}")
 
 
 def _default_factor(members: list[layout.MemberInfo]) -> str:
@@ -244,12 +296,10 @@ def _default_factor(members: list[layout.MemberInfo]) -> str:
 def benchmark(zoo_dir: str | Path, task: str = "predict-accuracy", factor: str | None = None, seed: int = 0,
               modality: str | None = None, stage: str | None = None, kind: str | None = None,
               population: Population | None = None) -> dict[str, Any]:
-    """Weight-statistics baselines, cross-validated by member: predict each checkpoint's test accuracy (R^2,
-    Kendall's tau, against the train-mean baseline) or a member's generating factor (accuracy against the
-    population's majority class), on the members `select_population` chooses (or `population`)."""
-    from scipy.stats import kendalltau
-    from sklearn.metrics import accuracy_score, r2_score
-
+    """Weight-statistics baselines, split by member (the zoo's splits.json, else GroupKFold): predict each
+    checkpoint's test accuracy (R^2, Kendall's tau, against the train-mean baseline) or a member's generating factor
+    (accuracy against the population's majority class), on the members `select_population` chooses (or
+    `population`)."""
     zoo_dir = Path(zoo_dir)
     if population is None:
         population = select_population(zoo_dir, task, factor, modality, stage, kind)
@@ -257,22 +307,33 @@ def benchmark(zoo_dir: str | Path, task: str = "predict-accuracy", factor: str |
     x, rows, columns = checkpoint_features(population.members)
     keep, y = _targets(zoo_dir, task, factor, rows, population.what)
     x, groups = x[keep], np.asarray([row["member"] for row in rows])[keep]
-    predictions, baseline, folds = _cross_validate(task, x, y, groups, seed)
+    splits = recorded_splits(zoo_dir)
+    scored = (_held_out(task, x, y, groups, splits, seed) if splits is not None
+              else _cross_validate(task, x, y, groups, seed))
     result: dict[str, Any] = {"task": task, "zoo": str(zoo_dir), "modality": population.modality,
                               "stages": population.stages, "kinds": population.kinds, "why": population.why,
                               "members": len(set(groups)), "checkpoints": int(len(y)), "features": len(columns),
-                              "folds": folds, "split": "GroupKFold by member", "model": "GradientBoosting",
+                              "folds": scored.folds, "split": scored.split, "model": "GradientBoosting",
                               "seed": seed, "population": population.what}
-    if task == "predict-accuracy":
-        tau = kendalltau(y, predictions.astype(np.float64)).statistic
-        result.update({"target": "test_acc", "r2": float(r2_score(y, predictions.astype(np.float64))),
-                       "kendall_tau": float(tau) if tau is not None and not np.isnan(tau) else 0.0,
-                       "baseline_r2": float(r2_score(y, baseline.astype(np.float64)))})
-    else:
-        result.update({"target": factor, "classes": sorted(set(y.tolist())),
-                       "accuracy": float(accuracy_score(y.astype(str), predictions.astype(str))),
-                       "majority_accuracy": majority_accuracy(y)})
+    result.update(_scores(task, factor, scored, y))
     return result
+
+
+def _scores(task: str, factor: str | None, scored: Evaluation, y: np.ndarray) -> dict[str, Any]:
+    """R^2 and Kendall's tau against the train-mean baseline (accuracy), or accuracy against the majority class of
+    the population's targets `y` (factor)."""
+    from scipy.stats import kendalltau
+    from sklearn.metrics import accuracy_score, r2_score
+
+    if task == "predict-accuracy":
+        predictions = scored.predictions.astype(np.float64)
+        tau = kendalltau(scored.y, predictions).statistic
+        return {"target": "test_acc", "r2": float(r2_score(scored.y, predictions)),
+                "kendall_tau": float(tau) if tau is not None and not np.isnan(tau) else 0.0,
+                "baseline_r2": float(r2_score(scored.y, scored.baseline.astype(np.float64)))}
+    return {"target": factor, "classes": sorted(set(y.tolist())),
+            "accuracy": float(accuracy_score(scored.y.astype(str), scored.predictions.astype(str))),
+            "majority_accuracy": majority_accuracy(y)}
 
 
 def cli_benchmark(args) -> int:
@@ -282,7 +343,7 @@ def cli_benchmark(args) -> int:
         print(f"  {reason}")
     result = benchmark(args.zoo_dir, args.task, args.factor, args.seed, population=population)
     keys = [k for k in ("task", "target", "modality", "stages", "kinds", "population", "members", "checkpoints",
-                        "features", "folds", "model", "r2", "kendall_tau", "baseline_r2", "accuracy",
+                        "features", "folds", "split", "model", "r2", "kendall_tau", "baseline_r2", "accuracy",
                         "majority_accuracy") if k in result]
     width = max(len(k) for k in keys)
     for key in keys:

@@ -1,7 +1,8 @@
 """Where a weight dataset's members and checkpoints come from: a `Source` lists members (config, result lines,
 checkpoint epochs), gives each checkpoint's safetensors file and location, the zoo's splits, and a folder for
-cached statistics. `LocalZoo` serves a zoo folder through `zoo.layout`. A source holds names and paths only (no
-open file), so a dataset built on it pickles into DataLoader workers."""
+cached statistics. `LocalZoo` serves a zoo folder through `zoo.layout`; `hub.HubZoo` a published zoo, by its
+dataset repo id; `as_source` picks one. A source holds names, paths and table rows only (no open file), so a
+dataset built on it pickles into DataLoader workers."""
 
 from __future__ import annotations
 
@@ -143,8 +144,18 @@ class LocalZoo(Source):
         return self.root / CACHE_DIR
 
 
-def as_source(source: Source | str | Path) -> Source:
-    """A source as given, or the local zoo at a path."""
+def as_source(source: Source | str | Path, revision: str | None = None) -> Source:
+    """A source as given; the local zoo at an existing folder; else, for a Hub dataset repo id (`owner/name`), the
+    zoo published there (`revision`: a branch, tag or commit of the dataset repo)."""
+    from .hub import HubZoo, looks_like_repo_id
+
     if isinstance(source, Source):
         return source
+    if not Path(source).is_dir() and looks_like_repo_id(source):
+        try:
+            return HubZoo(str(source), revision)
+        except WeightSpaceError as err:
+            raise WeightSpaceError(f"{source}: no such zoo folder, nor a published zoo ({err})") from None
+    if revision is not None:
+        raise WeightSpaceError(f"{source}: a local zoo folder has no revision (revision= is for a published zoo)")
     return LocalZoo(source)
