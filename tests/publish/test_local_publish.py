@@ -69,7 +69,7 @@ def test_incomplete_zoo_is_refused_unless_allowed(hub_server, tmp_path, capsys):
 
 
 def test_weights_shards_and_local_dataset_folder_load(zoo, hub_server, tmp_path, monkeypatch):
-    from datasets import load_dataset
+    from datasets import concatenate_datasets, load_dataset
 
     from zoo.publish import publish, tables
 
@@ -78,11 +78,13 @@ def test_weights_shards_and_local_dataset_folder_load(zoo, hub_server, tmp_path,
     shards = sorted((tmp_path / "dataset/data/weights").glob("*.parquet"))
     assert len(shards) == 18
     card = card_metadata((tmp_path / "dataset/README.md").read_text())
-    paths = next(c for c in card["configs"] if c["config_name"] == "weights")["data_files"][0]["path"]
-    assert paths == [f"data/weights/{p.name}" for p in shards]
-    rows = load_dataset(str(tmp_path / "dataset"), "weights", split="train")
+    data_files = next(c for c in card["configs"] if c["config_name"] == "weights")["data_files"]  # one per split
+    assert sorted(p for entry in data_files for p in entry["path"]) == [f"data/weights/{p.name}" for p in shards]
+    by_split = load_dataset(str(tmp_path / "dataset"), "weights")
+    assert set(by_split) == {entry["split"] for entry in data_files}
+    rows = concatenate_datasets(list(by_split.values()))
     ckpts = load_dataset(str(tmp_path / "dataset"), "checkpoints", split="train")
-    assert [(r["member_path"], r["epoch"]) for r in rows] == [(r["member_path"], r["epoch"]) for r in ckpts]
+    assert sorted((r["member_path"], r["epoch"]) for r in rows) == sorted((r["member_path"], r["epoch"]) for r in ckpts)
 
 
 def test_unreadable_member_folder_is_an_error(zoo, tmp_path, capsys):

@@ -144,11 +144,15 @@ def test_every_checkpoint_loads_with_automodel_bit_for_bit(published):
 
 def test_weights_table_matches_safetensors(published):
     import numpy as np
-    from datasets import load_dataset
+    from datasets import concatenate_datasets, load_dataset
     from safetensors.numpy import load_file
 
     index = load_dataset(REPO, "weights_index", split="train").to_pandas()
-    weights = load_dataset(REPO, "weights", split="train")
+    by_split = load_dataset(REPO, "weights")  # named splits: train, validation, test (those with members)
+    members = load_dataset(REPO, "members", split="train").to_pandas()
+    for split, rows in by_split.items():  # each split holds its members' checkpoints only
+        assert set(rows["member_path"]) <= set(members[members.split == split].member_path), split
+    weights = concatenate_datasets(list(by_split.values()))
     assert weights.num_rows == 18 and weights.features["weights"].feature.dtype == "float32"
     for row in weights:
         tensors = load_file(published / row["member_path"] / layout.checkpoint_name(row["epoch"]) / "model.safetensors")
@@ -158,8 +162,9 @@ def test_weights_table_matches_safetensors(published):
         for entry in entries.itertuples():
             piece = vector[entry.offset:entry.offset + entry.numel].reshape(entry.shape)
             assert np.array_equal(piece, tensors[entry.name].astype(np.float32)), entry.name
-    streamed = next(iter(load_dataset(REPO, "weights", split="train", streaming=True)))
-    assert streamed["weights"] == weights[0]["weights"]
+    first = next(iter(by_split))
+    streamed = next(iter(load_dataset(REPO, "weights", split=first, streaming=True)))
+    assert streamed["weights"] == by_split[first][0]["weights"]
 
 
 def test_verify_passes_then_names_tampered_and_missing_files(published, hub_server, capsys):

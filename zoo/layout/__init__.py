@@ -23,7 +23,8 @@ Modules: `names` (format tags, file names, checkpoint and member names, zoo path
 `ZooLock`, `WriterGuard`, `check_writer`), `atomic` (atomic writes, JSON, leftovers of interrupted writes),
 `trainer_state` (removing a member's Trainer state), `checkpoints` (write, list, verify), `member_files`
 (config.json, result.json, error.json), `members` (`MemberInfo`, loading and scanning members), `zoo_file`
-(zoo.json). Callers use the names below through the package (`layout.<name>`), so replacing one on the package
+(zoo.json), `splits` (splits.json and the rule that gives a member its split). Callers use the names below
+through the package (`layout.<name>`), so replacing one on the package
 (as tests do) reaches every caller.
 """
 

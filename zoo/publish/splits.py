@@ -8,32 +8,17 @@ path) read as a number in [0, 1) and cut at the cumulative fractions. Nothing is
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from zoo import layout
+from zoo.layout.splits import DEFAULT_FRACTIONS, SPLITS, SPLITS_FILE, hashed_split  # noqa: F401
 
-SPLITS = ("train", "validation", "test")
-SPLITS_FILE = "splits.json"
 DEFAULT_SEED = 0
-DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
 DEFAULT_SPLIT_BY = "member"
 METADATA_KEY = b"transformer-zoo/splits"  # the settings, in the `members` table's parquet metadata
-
-
-def hashed_split(seed: int, key: str, fractions: tuple[float, ...]) -> str:
-    """The split of `key`: sha256 of the seed and the key, as a number in [0, 1), cut at the cumulative fractions."""
-    digest = hashlib.sha256(f"{int(seed)}\n{key}".encode()).digest()
-    point = int.from_bytes(digest[:8], "big") / 2**64
-    bound = 0.0
-    for name, fraction in zip(SPLITS, fractions):
-        bound += fraction
-        if point < bound:
-            return name
-    return next(name for name, fraction in reversed(list(zip(SPLITS, fractions))) if fraction > 0)
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 
 from zoo import kinds, layout
+from zoo.layout.splits import SPLITS_FILE
 from zoo.studies.evaluation import is_classifier
 from zoo.studies.weights import QUANTILES, Reader, shared_keys, tensor_stats
 
 MIN_BENCHMARK_MEMBERS = 4
-SPLITS_FILE = "splits.json"  # {seed, fractions, split_by, members: {member path: train | validation | test}}
+
 CROSS_VALIDATED = "GroupKFold by member"
 TASKS = ("predict-accuracy", "predict-factor")
 DEFAULT_FACTORS = ("optimizer", "optim")  # the first found is --factor's default

@@ -44,12 +44,13 @@ class WeightDataset(Dataset):
 
     def __init__(self, source: Source | str, format: str = "flat", split: str | None = None, modality: Any = None,
                  stage: Any = None, kind: Any = None, parent: Any = None, factors: dict[str, Any] | None = None,
-                 checkpoints: Any = "last", token_size: int = 64, normalize: bool = False):
+                 checkpoints: Any = "last", token_size: int = 64, normalize: bool = False,
+                 revision: str | None = None):
         _check_choice("format", format, FORMATS)
         _check_choice("split", split, (None, *SPLITS))
         if not isinstance(token_size, int) or token_size < 1:
             raise WeightSpaceError(f"token_size must be a positive integer, got {token_size!r}")
-        self.source = as_source(source)
+        self.source = as_source(source, revision)  # a zoo folder, or a published zoo's repo id (at `revision`)
         self.format, self.split, self.token_size = format, split, token_size
         self.filters = Filters(modality, stage, kind, parent, factors, checkpoints)
         splits = self.source.splits(assign=split is not None or normalize)

@@ -9,7 +9,6 @@ records the seed, fractions, `split_by` and every member's split: {seed, fractio
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -18,16 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from zoo import layout
+from zoo.layout.splits import DEFAULT_FRACTIONS, SPLIT_BY, SPLITS, SPLITS_FILE, hashed_split  # noqa: F401
 
 from .errors import WeightSpaceError
 
 logger = logging.getLogger("zoo")
-
-SPLITS = ("train", "validation", "test")
-SPLITS_FILE = "splits.json"
-DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
-SPLIT_BY = ("member", "parent")
-
 
 def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     """Three non-negative fractions (train, validation, test) that sum to 1."""
@@ -36,18 +30,6 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
         raise WeightSpaceError(f"split fractions must be three non-negative numbers (train, validation, test) "
                                f"summing to 1, got {list(fractions)}")
     return values  # type: ignore[return-value]
-
-
-def hashed_split(seed: int, key: str, fractions: Sequence[float]) -> str:
-    """The split of `key`: sha256 of the seed and the key, as a number in [0, 1), cut at the cumulative fractions."""
-    digest = hashlib.sha256(f"{int(seed)}\n{key}".encode()).digest()
-    point = int.from_bytes(digest[:8], "big") / 2**64
-    bound = 0.0
-    for name, fraction in zip(SPLITS, fractions):
-        bound += fraction
-        if point < bound:
-            return name
-    return next(name for name, fraction in reversed(list(zip(SPLITS, fractions))) if fraction > 0)
 
 
 @dataclass
