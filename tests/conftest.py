@@ -59,6 +59,14 @@ def hub_server():
 
 
 @pytest.fixture
+def no_unknown_routes(hub_server):
+    """Every request of every client must hit a route the test Hub knows (a client upgrade must fail loudly)."""
+    before = len(hub_server.state.unknown_routes)
+    yield
+    assert hub_server.state.unknown_routes[before:] == []
+
+
+@pytest.fixture
 def own_ray():
     """A Ray temp dir of this test's own; every process of that Ray is stopped at teardown, no other."""
     from helpers.processes import OwnRay
