@@ -87,10 +87,12 @@ from .names import (
     zoo_root_of,
     zoo_stage_dir,
 )
+from .splits import SPLITS_FILE, SplitAssignment, hashed_split, read_splits
 from .trainer_state import remove_trainer_state
 from .zoo_file import read_zoo_file, write_zoo_file
 
 __all__ = [
+    "SPLITS_FILE", "SplitAssignment", "hashed_split", "read_splits",
     "FAILURE", "LOCK_FILE", "MEMBER_CONFIG", "MEMBER_FORMAT", "RESULTS", "STATES",
     "TRAINER_STATE_DIR", "WEIGHTS", "WRITERS_FILE", "ZOO_FILE", "ZOO_FORMAT",
     "LayoutError", "MemberInfo", "WriterGone", "WriterGuard", "ZooLock", "ZooLockedError",

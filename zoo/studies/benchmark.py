@@ -233,13 +233,11 @@ class Evaluation:
 
 def recorded_splits(zoo_dir: Path) -> dict[str, str] | None:
     """member path -> split, as the zoo's splits.json records them; None when it has none."""
-    path = zoo_dir / SPLITS_FILE
-    if not path.is_file():
-        return None
     try:
-        return {str(key): str(value) for key, value in layout.read_json(path)["members"].items()}
-    except (layout.LayoutError, KeyError, TypeError, AttributeError) as err:
-        raise BenchmarkError(f"{path}: not a splits file ({err})") from None
+        recorded = layout.read_splits(zoo_dir)
+    except layout.LayoutError as err:
+        raise BenchmarkError(str(err)) from None
+    return recorded.members if recorded is not None else None
 
 
 def _fit_predict(task: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int) -> np.ndarray:

@@ -10,79 +10,24 @@ records the seed, fractions, `split_by` and every member's split: {seed, fractio
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from zoo import layout
-from zoo.layout.splits import DEFAULT_FRACTIONS, SPLIT_BY, SPLITS, SPLITS_FILE, hashed_split  # noqa: F401
+from zoo.layout.splits import (  # noqa: F401 - the format's names, re-exported
+    DEFAULT_FRACTIONS,
+    SPLIT_BY,
+    SPLITS,
+    SPLITS_FILE,
+    SplitAssignment,
+    check_fractions,
+    hashed_split,
+    read_splits,
+)
 
 from .errors import WeightSpaceError
 
 logger = logging.getLogger("zoo")
-
-def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
-    """Three non-negative fractions (train, validation, test) that sum to 1."""
-    values = tuple(float(value) for value in fractions)
-    if len(values) != 3 or min(values) < 0 or not math.isclose(sum(values), 1.0, abs_tol=1e-9):
-        raise WeightSpaceError(f"split fractions must be three non-negative numbers (train, validation, test) "
-                               f"summing to 1, got {list(fractions)}")
-    return values  # type: ignore[return-value]
-
-
-@dataclass
-class SplitAssignment:
-    """A zoo's splits: the settings and the recorded split of each member (by zoo-relative path)."""
-
-    seed: int = 0
-    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
-    split_by: str = "member"
-    members: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.fractions = check_fractions(self.fractions)
-        if self.split_by not in SPLIT_BY:
-            raise WeightSpaceError(f"split_by must be one of {', '.join(SPLIT_BY)}, got {self.split_by!r}")
-
-    def settings(self) -> tuple[int, tuple[float, float, float], str]:
-        return self.seed, self.fractions, self.split_by
-
-    def split_of(self, relpath: str, parent_path: str | None) -> str:
-        """The recorded split of a member, or the one its path (or its parent's) gives."""
-        recorded = self.members.get(relpath)
-        if recorded is not None:
-            return recorded
-        key = parent_path if self.split_by == "parent" and parent_path else relpath
-        return hashed_split(self.seed, key, self.fractions)
-
-    def add(self, members: Iterable[tuple[str, str | None]]) -> None:
-        """Record the split of each (relpath, parent path) not recorded yet."""
-        for relpath, parent_path in members:
-            self.members[relpath] = self.split_of(relpath, parent_path)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"seed": self.seed, "fractions": list(self.fractions), "split_by": self.split_by,
-                "members": dict(sorted(self.members.items()))}
-
-    def describe(self) -> str:
-        percent = "/".join(f"{100 * fraction:g}" for fraction in self.fractions)
-        return f"{percent} train/validation/test, seed {self.seed}, by {self.split_by}"
-
-
-def read_splits(zoo_dir: str | Path) -> SplitAssignment | None:
-    """The zoo's recorded splits, None where it has no splits.json."""
-    path = Path(zoo_dir) / SPLITS_FILE
-    if not path.is_file():
-        return None
-    data = layout.read_json(path)
-    try:
-        return SplitAssignment(int(data["seed"]), tuple(data["fractions"]), str(data["split_by"]),
-                               {str(key): str(value) for key, value in data["members"].items()})
-    except (KeyError, TypeError, AttributeError, ValueError) as err:
-        raise WeightSpaceError(f"{path}: not a splits file ({err})") from None
-
 
 def _member_paths(zoo_dir: Path) -> list[tuple[str, str | None]]:
     return [(member.relpath, (member.parent or {}).get("path"))
