@@ -45,7 +45,7 @@ def image_classification(job: dict) -> dict:
     classify = pipeline("image-classification", model=job["checkpoint"])
     names = job["label_names"]
     outputs = classify(_images(job["images"]), top_k=len(names), batch_size=BATCH)
-    return _accuracy(outputs, job["labels"], names)
+    return {**_accuracy(outputs, job["labels"], names), "processor": type(classify.image_processor).__name__}
 
 
 def _attempt(load) -> dict:
@@ -82,8 +82,8 @@ def mlp_head(job: dict) -> dict:
     classify = pipeline("image-classification", model=mlp_head_by_hand(path),
                         image_processor=AutoImageProcessor.from_pretrained(path))
     names = job["label_names"]
-    report["by_hand"] = _accuracy(classify(_images(job["images"]), top_k=len(names), batch_size=BATCH),
-                                  job["labels"], names)
+    report["by_hand"] = {**_accuracy(classify(_images(job["images"]), top_k=len(names), batch_size=BATCH),
+                                     job["labels"], names), "processor": type(classify.image_processor).__name__}
     return report
 
 

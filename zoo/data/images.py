@@ -21,22 +21,20 @@ DECODE_ONCE_MAX_BYTES = 16 << 30
 
 
 def resize_uint8(images: np.ndarray, size: int, channels: int) -> np.ndarray:
-    """(N, H, W) or (N, C, H, W) uint8 -> (N, channels, size, size) uint8, bilinear."""
-    import torch
-    import torch.nn.functional as F
+    """(N, H, W) or (N, C, H, W) uint8 -> (N, channels, size, size) uint8: each channel resized by PIL's bilinear
+    filter, as the saved image processor resizes (`pipeline("image-classification")` on the raw images then sees
+    the pixels evaluation saw); gray is copied into every channel, colour averaged into one."""
+    from PIL import Image
 
-    batch = torch.from_numpy(images)
-    if batch.ndim == 3:
-        batch = batch[:, None]
-    out = []
-    for chunk in batch.split(1024):
-        chunk = chunk.float()
-        if chunk.shape[-1] != size or chunk.shape[-2] != size:
-            chunk = F.interpolate(chunk, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        if chunk.shape[1] != channels:
-            chunk = chunk.mean(1, keepdim=True).expand(-1, channels, -1, -1)
-        out.append(chunk.round().clamp(0, 255).to(torch.uint8))
-    return torch.cat(out).numpy()
+    batch = images[:, None] if images.ndim == 3 else images
+    if batch.shape[-2:] != (size, size):
+        batch = np.stack([[np.asarray(Image.fromarray(plane).resize((size, size), Image.Resampling.BILINEAR))
+                           for plane in image] for image in batch])
+    if batch.shape[1] == channels:
+        return np.ascontiguousarray(batch)
+    if batch.shape[1] == 1:
+        return np.ascontiguousarray(np.broadcast_to(batch, (batch.shape[0], channels, size, size)))
+    return np.round(batch.mean(1, keepdims=True, dtype=np.float32)).clip(0, 255).astype(np.uint8).repeat(channels, 1)
 
 
 class NotUniform(ValueError):
