@@ -2,7 +2,8 @@
 checkpoints each) published with one branch per checkpoint to the local Hub server of the tests, with 429 answers
 (Retry-After) injected; then the layout is checked against the Hub's limits, 100 random `checkpoints` rows are loaded
 with `from_pretrained` by revision and by subfolder, `zoo verify --no-download` runs, and so do `zoo status` and
-`zoo analyze --weights-only` on the same zoo.
+`zoo analyze --weights-only` on the same zoo, and `WeightDataset(repo)` is built with the tensor layouts of the
+`tensor_layouts` table and, side by side, from each member's safetensors header (a range request each).
 
     python bench/bench_publish.py                       # 10,000 members (about 25,000 checkpoints)
     python bench/bench_publish.py --members 500 --work /tmp/zoo-bench
@@ -39,6 +40,23 @@ while True:
     time.sleep(3600)
 """
 
+WEIGHTS = """
+import sys, time
+from huggingface_hub import HfApi
+from zoo.weightspace import WeightDataset
+from zoo.weightspace.hub import HubZoo
+repo, mode = sys.argv[1:3]
+requests, parse = [], HfApi.parse_safetensors_file_metadata
+HfApi.parse_safetensors_file_metadata = lambda *a, **k: requests.append(1) or parse(*a, **k)
+start = time.monotonic()
+source = HubZoo(repo)
+if mode == "headers":
+    source._tensor_tables = {}  # as for a zoo published without tensor_layouts: a header request per member
+dataset = WeightDataset(source, format="flat", modality="vision", checkpoints="all")
+print(f"{len(dataset)} checkpoints of {len({e.relpath for e in dataset.entries})} members, "
+      f"{time.monotonic() - start:.1f} s, {len(requests)} header requests ({mode})")
+"""
+
 LOAD = """
 import json, sys, torch
 from safetensors.torch import load_file
@@ -46,14 +64,16 @@ from transformers import AutoModel
 rows, zoo = json.load(open(sys.argv[1])), sys.argv[2]
 for row in rows:
     local = load_file(f"{zoo}/{row['member_path']}/{row['checkpoint']}/model.safetensors")
-    for model in (AutoModel.from_pretrained(row["model_repo"], revision=row["revision"]),
-                  AutoModel.from_pretrained(row["model_repo"], subfolder=row["subfolder"],
-                                            revision=row["subfolder_revision"])):
+    models = [AutoModel.from_pretrained(row["model_repo"], subfolder=row["subfolder"],
+                                        revision=row["subfolder_revision"])]
+    if row["revision"] != row["subfolder_revision"]:  # the checkpoint's own branch (--branches)
+        models.append(AutoModel.from_pretrained(row["model_repo"], revision=row["revision"]))
+    for model in models:
         loaded = list(model.state_dict().values())
         prefix = model.base_model_prefix + "."
         assert all(any(t.shape == v.shape and torch.equal(t, v) for t in loaded)
                    for k, v in local.items() if k.startswith(prefix)), row["subfolder"]
-print(f"{2 * len(rows)} loads bit for bit")
+print(f"{len(rows)} rows loaded bit for bit")
 """
 
 
@@ -138,7 +158,9 @@ def main() -> int:
         layout_line = step("layout check", [py, "-c", check, repo, str(sample)], env, results).splitlines()[-1]
         results["layout"] = json.loads(layout_line)
         print(json.dumps(results["layout"]))
-        step(f"load {args.load} rows x2 ways", [py, "-c", LOAD, str(sample), str(zoo)], env, results)
+        step(f"load {args.load} rows", [py, "-c", LOAD, str(sample), str(zoo)], env, results)
+        for mode in ("tensor_layouts", "headers"):  # WeightDataset(repo): layouts from the table, or from each header
+            print(step(f"WeightDataset ({mode})", [py, "-c", WEIGHTS, repo, mode], env, results).splitlines()[-1])
     finally:
         server.kill()
         server.wait()

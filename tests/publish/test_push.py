@@ -5,6 +5,7 @@ verify` on tampered, missing and extra files, no token in any published file."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from pathlib import Path
@@ -18,7 +19,7 @@ from zoo import layout
 from zoo.cli import main
 
 MODELS = f"{REPO}-models"
-TABLES = ("members", "checkpoints", "metrics", "weights", "weights_index")
+TABLES = ("members", "checkpoints", "metrics", "tensor_layouts", "weights", "weights_index")
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +107,20 @@ def test_tables_load_with_datasets(published, hub_server):
         assert row["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
         assert row["weights_size"] == weights.stat().st_size
         assert row["test_loss"] == member.results[row["epoch"]]["test_loss"]
+
+    # every checkpoint's tensors, in the documented order, from the table of its layout
+    layouts = load_dataset(REPO, "tensor_layouts", split="train").to_pandas()
+    safetensors_dtype = {"float32": "F32", "float16": "F16", "int64": "I64"}
+    for row in ckpts:
+        tensors = load_file(by_path[row["member_path"]].checkpoint_dir(row["epoch"]) / "model.safetensors")
+        rows = layouts[layouts.layout == row["tensor_layout"]]
+        assert list(rows.name) == sorted(tensors, key=layout.tensor_order_key)
+        for entry in rows.itertuples():
+            array = tensors[entry.name]
+            assert list(entry.shape) == list(array.shape) and entry.numel == array.size
+            assert entry.dtype == safetensors_dtype[str(array.dtype)]
+        assert list(rows.offset) == [0, *itertools.accumulate(rows.numel)][:-1]
+    assert layouts.layout.nunique() == len(set(ckpts["tensor_layout"])) < ckpts.num_rows  # each layout once
 
     metrics = load_dataset(REPO, "metrics", split="train")
     assert metrics.num_rows == sum(len(m.results) for m in members)

@@ -244,3 +244,54 @@ def test_publish_gives_every_member_the_split_zoo_weightspace_gives_it(plain_zoo
     for member in members:
         parent = (member.parent or {}).get("path")
         assert published.of(member) == weightspace.split_of(member.relpath, parent) == recorded.members[member.relpath]
+
+
+def _header_requests(hub_server, since: int) -> list[str]:
+    """The paths of the requests for a checkpoint's safetensors file (or its header) since request `since`."""
+    return [path for _, path in hub_server.state.requests[since:] if path.endswith(layout.WEIGHTS)]
+
+
+def test_tensor_tables_come_from_the_published_table_without_a_request_per_checkpoint(published, hub_server):
+    since = len(hub_server.state.requests)
+    hub = WeightDataset(REPO, format="tokens", checkpoints="all")
+    assert _header_requests(hub_server, since) == []  # built from the tables alone
+    local = WeightDataset(published, format="tokens", checkpoints="all")
+    assert len(hub) == len(local) == 18
+    for entry in local.entries:
+        assert hub.source.table(entry.relpath, entry.epoch) == local.source.table(entry.relpath, entry.epoch)
+    assert _header_requests(hub_server, since) == []
+
+
+def test_published_weights_vectors_are_the_flat_items(published):
+    """The `weights` table's vector of a checkpoint is `WeightDataset(format="flat")`'s item, in the same order."""
+    from datasets import concatenate_datasets, load_dataset
+
+    rows = concatenate_datasets(list(load_dataset(REPO, "weights").values()))
+    vectors = {(row["member_path"], row["epoch"]): row["weights"] for row in rows}
+    selections = ({"modality": "vision"}, {"modality": "language", "stage": "pretraining"},
+                  {"modality": "language", "stage": "finetuning"})  # one tensor layout each
+    for selection in selections:
+        for item in WeightDataset(published, format="flat", checkpoints="all", **selection):
+            vector = torch.tensor(vectors[(item["member"], item["properties"]["epoch"])], dtype=torch.float32)
+            assert torch.equal(vector, item["weights"]), item["member"]
+
+
+def test_a_zoo_published_without_tensor_layouts_reads_them_from_the_headers(plain_zoo, hub_server, capsys):
+    import pyarrow.parquet as pq
+    from huggingface_hub import HfApi
+
+    repo = "org/weightspace-no-layouts"
+    assert run(capsys, "publish", str(plain_zoo), "--repo-id", repo)[0] == 0
+    table = HubZoo(repo)._table("checkpoints").drop_columns(["tensor_layout"])
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    HfApi().upload_file(path_or_fileobj=buffer.getvalue(), path_in_repo="data/checkpoints.parquet", repo_id=repo,
+                        repo_type="dataset")
+    since = len(hub_server.state.requests)
+    older = WeightDataset(repo, format="tokens", checkpoints="all")
+    assert _header_requests(hub_server, since)  # the checkpoints' own headers, read over HTTP
+    local = WeightDataset(plain_zoo, format="tokens", checkpoints="all")
+    assert [entry.relpath for entry in older.entries] == [entry.relpath for entry in local.entries]
+    for entry in local.entries:
+        assert older.source.table(entry.relpath, entry.epoch) == local.source.table(entry.relpath, entry.epoch)
+    assert all(torch.equal(a["weights"], b["weights"]) for a, b in zip(older, local))

@@ -23,7 +23,8 @@ Modules: `names` (format tags, file names, checkpoint and member names, zoo path
 `ZooLock`, `WriterGuard`, `check_writer`), `atomic` (atomic writes, JSON, leftovers of interrupted writes),
 `trainer_state` (removing a member's Trainer state), `checkpoints` (write, list, verify), `member_files`
 (config.json, result.json, error.json), `members` (`MemberInfo`, loading and scanning members), `zoo_file`
-(zoo.json), `splits` (splits.json and the rule that gives a member its split). Callers use the names below
+(zoo.json), `splits` (splits.json and the rule that gives a member its split), `tensors` (the documented order of
+a checkpoint's tensors and its tensor layout). Callers use the names below
 through the package (`layout.<name>`), so replacing one on the package
 (as tests do) reaches every caller.
 """
@@ -88,11 +89,13 @@ from .names import (
     zoo_stage_dir,
 )
 from .splits import SPLITS_FILE, SplitAssignment, hashed_split, read_splits
+from .tensors import layout_id, module_of, natural_key, tensor_layout, tensor_order_key
 from .trainer_state import remove_trainer_state
 from .zoo_file import read_zoo_file, write_zoo_file
 
 __all__ = [
     "SPLITS_FILE", "SplitAssignment", "hashed_split", "read_splits",
+    "layout_id", "module_of", "natural_key", "tensor_layout", "tensor_order_key",
     "FAILURE", "LOCK_FILE", "MEMBER_CONFIG", "MEMBER_FORMAT", "RESULTS", "STATES",
     "TRAINER_STATE_DIR", "WEIGHTS", "WRITERS_FILE", "ZOO_FILE", "ZOO_FORMAT",
     "LayoutError", "MemberInfo", "WriterGone", "WriterGuard", "ZooLock", "ZooLockedError",

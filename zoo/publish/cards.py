@@ -64,7 +64,8 @@ def _counts(selected: list[Selected]) -> list[dict[str, Any]]:
 
 def _table_docs(tables: dict[str, Any]) -> list[dict[str, Any]]:
     rows = {"members": "member", "checkpoints": "checkpoint", "metrics": "member and epoch",
-            "weights": "checkpoint", "weights_index": "tensor of a member"}
+            "tensor_layouts": "tensor of a distinct tensor layout", "weights": "checkpoint",
+            "weights_index": "tensor of a member"}
     return [{"name": name, "row": rows.get(name, "row"), "columns": [f"`{c}`" for c in schema]}
             for name, schema in tables.items()]
 

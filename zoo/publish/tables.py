@@ -1,5 +1,7 @@
-"""The dataset repo's parquet tables: `members` (with each member's `split`), `checkpoints`, `metrics`, and with
-`--with-weights` `weights` (flattened parameters, sharded, the shards of each split apart) and `weights_index`."""
+"""The dataset repo's parquet tables: `members` (with each member's `split`), `checkpoints` (with each checkpoint's
+`tensor_layout`), `metrics`, `tensor_layouts` (the tensors of each distinct layout), and with `--with-weights`
+`weights` (flattened parameters, sharded, the shards of each split apart) and `weights_index`. Tensors are in
+`zoo.layout.tensors`' documented order, the order of `zoo.weightspace`'s flat format."""
 
 from __future__ import annotations
 
@@ -54,7 +56,9 @@ _MEMBER_TAIL = ["epochs", "last_epoch", "num_checkpoints", "model_repo", "local_
                 "num_params", "metric", "metric_value"]
 _MEMBER_LAST = ["config", "split"]
 _CHECKPOINT_FIXED = ["member", "member_path", "modality", "stage", "epoch", "checkpoint", "is_last", "model_repo",
-                     "subfolder", "revision", "subfolder_revision", "local_folder", "weights_size", "weights_sha256"]
+                     "subfolder", "revision", "subfolder_revision", "local_folder", "weights_size", "weights_sha256",
+                     "tensor_layout"]
+_LAYOUT_COLUMNS = ["layout", "name", "dtype", "shape", "offset", "numel"]
 _CURVE_FIXED = ["member", "member_path", "modality", "stage", "epoch"]
 _Placements = dict[tuple[str, int], Placed]  # (member path, epoch) -> where that checkpoint is published
 
@@ -124,8 +128,10 @@ def _members_table(selected: list[Selected], placed: _Placements, local_folder: 
 
 
 def _checkpoints_table(selected: list[Selected], placed: _Placements, heads: dict[str, str],
-                       local_folder: dict[str, str], result_keys: list[str]) -> Any:
-    """One row per published checkpoint: where it lives, its weights file and its epoch's results."""
+                       local_folder: dict[str, str], result_keys: list[str],
+                       layouts: dict[str, list[dict[str, Any]]]) -> Any:
+    """One row per published checkpoint: where it lives, its weights file, its tensor layout (added to `layouts`:
+    id -> tensors) and its epoch's results."""
     metric_cols = {key: free_name(key, _CHECKPOINT_FIXED, "metric_") for key in result_keys}
     columns = _columns(_CHECKPOINT_FIXED + list(metric_cols.values()))
     for item in selected:
@@ -133,17 +139,35 @@ def _checkpoints_table(selected: list[Selected], placed: _Placements, heads: dic
         for epoch in item.epochs:
             cp = placed[(member.relpath, epoch)]
             weights = cp.records[layout.WEIGHTS]
+            tensors = layout.tensor_layout(layout.read_safetensors_header(member.checkpoint_dir(epoch) /
+                                                                          layout.WEIGHTS))
+            layout_id = layout.layout_id(tensors)
+            layouts.setdefault(layout_id, tensors)
             row = by_epoch.get(epoch, {})
             values = {
                 **_member_identity(member), "epoch": epoch, "checkpoint": layout.checkpoint_name(epoch),
                 "is_last": epoch == item.epochs[-1], "model_repo": cp.repo, "subfolder": cp.subfolder,
                 "revision": cp.ref or heads[cp.repo], "subfolder_revision": heads[cp.repo],
-                "local_folder": local_folder[cp.repo],
-                "weights_size": weights.size, "weights_sha256": weights.sha256,
+                "local_folder": local_folder[cp.repo], "weights_size": weights.size,
+                "weights_sha256": weights.sha256, "tensor_layout": layout_id,
             }
             values.update({column: row.get(key) for key, column in metric_cols.items()})
             _append_row(columns, values)
     return arrow_table(columns)
+
+
+def _tensor_layouts_table(layouts: dict[str, list[dict[str, Any]]]) -> Any:
+    """One row per tensor of each distinct layout, in the documented order: what a `checkpoints` row's
+    `tensor_layout` names, without downloading the checkpoint."""
+    import pyarrow as pa
+
+    rows = [(layout_id, entry) for layout_id, tensors in layouts.items() for entry in tensors]
+    return pa.table({
+        "layout": pa.array([layout_id for layout_id, _ in rows], pa.string()),
+        **{key: pa.array([entry[key] for _, entry in rows], pa.string()) for key in ("name", "dtype")},
+        "shape": pa.array([entry["shape"] for _, entry in rows], pa.list_(pa.int64())),
+        **{key: pa.array([entry[key] for _, entry in rows], pa.int64()) for key in ("offset", "numel")},
+    })
 
 
 def _metrics_table(selected: list[Selected], result_keys: list[str]) -> Any:
@@ -161,38 +185,35 @@ def _metrics_table(selected: list[Selected], result_keys: list[str]) -> Any:
 
 def build_tables(selected: list[Selected], repos: list[ModelRepo], heads: dict[str, str],
                  splits: ZooSplits) -> dict[str, Any]:
-    """The `members`, `checkpoints` and `metrics` tables (pyarrow), rows in zoo order. `heads` gives each model
-    repo's commit (or branch, for a local folder) that holds the checkpoints at their subfolders; `local_folder` is
-    the model repo's folder in a `--local-dir` publish (`models`, or `models-00`, ... when the zoo is sharded);
-    `splits` gives each member's split."""
+    """The `members`, `checkpoints`, `metrics` and `tensor_layouts` tables (pyarrow), rows in zoo order. `heads`
+    gives each model repo's commit (or branch, for a local folder) that holds the checkpoints at their subfolders;
+    `local_folder` is the model repo's folder in a `--local-dir` publish (`models`, or `models-00`, ... when the zoo
+    is sharded); `splits` gives each member's split."""
     placed = {(cp.member.relpath, cp.epoch): cp for repo in repos for cp in repo.checkpoints}
     local_folder = {repo.repo_id: repo.local_folder for repo in repos}
     result_keys = _result_keys(item.member for item in selected)
+    layouts: dict[str, list[dict[str, Any]]] = {}
     return {"members": _members_table(selected, placed, local_folder, result_keys, splits),
-            "checkpoints": _checkpoints_table(selected, placed, heads, local_folder, result_keys),
-            "metrics": _metrics_table(selected, result_keys)}
+            "checkpoints": _checkpoints_table(selected, placed, heads, local_folder, result_keys, layouts),
+            "metrics": _metrics_table(selected, result_keys),
+            "tensor_layouts": _tensor_layouts_table(layouts)}
 
 
 def _read_flat(weights: Path) -> tuple[Any, list[dict[str, Any]]]:
-    """A checkpoint's tensors (sorted by name) as one float32 vector, and where each tensor lies in it."""
+    """A checkpoint's tensors (in the documented order) as one float32 vector, and where each tensor lies in it."""
     import numpy as np
     from safetensors import safe_open
 
     header = layout.read_safetensors_header(weights)
-    names = sorted(name for name in header if name != "__metadata__")
-    parts, index, offset = [], [], 0
+    index = layout.tensor_layout(header)
+    parts = []
     with safe_open(str(weights), framework="numpy") as handle:
-        for name in names:
-            info = header[name]
-            if info["dtype"] == "BF16":  # numpy has no bfloat16: widen the raw bits
-                array = _read_bf16(weights, info)
+        for entry in index:
+            if entry["dtype"] == "BF16":  # numpy has no bfloat16: widen the raw bits
+                array = _read_bf16(weights, header[entry["name"]])
             else:
-                array = handle.get_tensor(name)
-            flat = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
-            parts.append(flat)
-            index.append({"name": name, "dtype": info["dtype"], "shape": [int(d) for d in info["shape"]],
-                          "offset": offset, "numel": int(flat.size)})
-            offset += int(flat.size)
+                array = handle.get_tensor(entry["name"])
+            parts.append(np.ascontiguousarray(array, dtype=np.float32).reshape(-1))
     vector = np.concatenate(parts) if parts else np.zeros(0, np.float32)
     return vector, index
 

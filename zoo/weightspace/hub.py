@@ -1,11 +1,13 @@
 """A published zoo as the source of a weight dataset: `HubZoo("org/zoo")` reads the dataset repo's `members`,
-`checkpoints` and `metrics` tables at one commit, and downloads one checkpoint's safetensors file at a time from
-the model repo at the commit its `checkpoints` row names (`hf_hub_download`: cached by huggingface_hub, then read
-memory-mapped). A checkpoint's location is `<model repo>@<revision>:<subfolder>`.
+`checkpoints`, `metrics` and `tensor_layouts` tables at one commit, and downloads one checkpoint's safetensors file
+at a time from the model repo at the commit its `checkpoints` row names (`hf_hub_download`: cached by
+huggingface_hub, then read memory-mapped). A checkpoint's location is `<model repo>@<revision>:<subfolder>`.
 
-Members (config, result lines, published checkpoints, completeness) come from the tables; the splits from the
-`members` table's `split` column (its settings from the table's parquet metadata), or, for a zoo published without
-one, the default assignment computed in memory. Only parquet and safetensors files are read: no pickle, no code.
+Members (config, result lines, published checkpoints, completeness) and each checkpoint's tensor table come from the
+tables (a zoo published without `tensor_layouts`: from each checkpoint's safetensors header, a range request per
+member); the splits from the `members` table's `split` column (its settings from the table's parquet metadata), or,
+for a zoo published without one, the default assignment computed in memory. Only parquet and safetensors files are
+read: no pickle, no code.
 """
 
 from __future__ import annotations
@@ -36,11 +38,12 @@ def looks_like_repo_id(text: Any) -> bool:
 
 
 class Placement(NamedTuple):
-    """Where a published checkpoint lives."""
+    """Where a published checkpoint lives, and the id of its tensor layout (None where the tables do not say)."""
 
     repo: str
     subfolder: str
     revision: str
+    layout: str | None = None
 
 
 def _hub_call(what: str, call: Callable[[], _T]) -> _T:
@@ -65,7 +68,16 @@ def _result_rows(metrics: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]
 
 def _placements(checkpoints: list[dict[str, Any]]) -> dict[tuple[str, int], Placement]:
     return {(row["member_path"], int(row["epoch"])): Placement(row["model_repo"], row["subfolder"],
-                                                              row["subfolder_revision"]) for row in checkpoints}
+                                                              row["subfolder_revision"], row.get("tensor_layout"))
+            for row in checkpoints}
+
+
+def _tensor_tables(table: Any) -> dict[str, TensorTable]:
+    """Layout id -> its tensor table, from the `tensor_layouts` table."""
+    tensors: dict[str, list[tuple[str, list[int], str]]] = {}
+    for row in table.select(["layout", "name", "shape", "dtype"]).to_pylist():
+        tensors.setdefault(row["layout"], []).append((row["name"], row["shape"], row["dtype"]))
+    return {layout_id: TensorTable.from_tensors(rows) for layout_id, rows in tensors.items()}
 
 
 def _config(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
@@ -118,6 +130,8 @@ class HubZoo(Source):
         self._members = _members(tables["members"], self._placements,
                                  _result_rows(tables["metrics"].to_pylist()))
         self._splits = _published_splits(tables["members"])
+        published_layouts = "tensor_layout" in tables["checkpoints"].column_names
+        self._tensor_tables = _tensor_tables(self._table("tensor_layouts")) if published_layouts else {}
 
     def __repr__(self) -> str:
         return f"HubZoo({self.repo_id!r}, revision={self.commit!r})"
@@ -163,10 +177,13 @@ class HubZoo(Source):
             where.repo, f"{where.subfolder}/{layout.WEIGHTS}", revision=where.revision)))
 
     def table(self, relpath: str, epoch: int) -> TensorTable:
-        """The tensor table of a checkpoint: from the cached file, else from its header alone (a range request)."""
+        """The tensor table of a checkpoint: from the `tensor_layouts` table, else from the cached file, else from
+        its header alone (a range request)."""
         from huggingface_hub import HfApi, try_to_load_from_cache
 
         where = self.placement(relpath, epoch)
+        if where.layout in self._tensor_tables:
+            return self._tensor_tables[where.layout]
         filename = f"{where.subfolder}/{layout.WEIGHTS}"
         cached = try_to_load_from_cache(where.repo, filename, revision=where.revision)
         if isinstance(cached, str):

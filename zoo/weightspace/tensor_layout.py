@@ -1,23 +1,24 @@
 """The order and layout of a checkpoint's tensors, the same for every format of `WeightDataset`.
 
-Order: tensors sorted by their module path (the name without its last component), then by their own last
-component, each compared in natural order (runs of digits as numbers: `layers.2` before `layers.10`). The tensors
-of one module are thus next to each other, and a module's group is one layer of the `layers` and `tokens` formats.
-A `TensorTable` lists the tensors in that order with their shape, dtype, and offset and length in the flat vector.
-"""
+Order: `zoo.layout.tensors`'s documented one (by module path, then by the tensor's own last component, each in
+natural order), so the tensors of one module are next to each other, and a module's group is one layer of the
+`layers` and `tokens` formats. A `TensorTable` lists the tensors in that order with their shape, dtype, and offset
+and length in the flat vector."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 
+from zoo.layout import module_of, natural_key, tensor_order_key
+
 from .errors import WeightSpaceError
 
-_DIGITS = re.compile(r"(\d+)")
+__all__ = ["TORCH_DTYPES", "TensorRow", "TensorTable", "module_of", "natural_key", "tensor_order_key"]
+
 # safetensors dtype names -> torch dtypes
 TORCH_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -25,22 +26,6 @@ TORCH_DTYPES = {
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool,
 }
-
-
-def natural_key(text: str) -> tuple[Any, ...]:
-    """`layers.10.weight` -> ('layers.', 10, '.weight'): digits compare as numbers, the rest as text."""
-    return tuple(int(part) if index % 2 else part for index, part in enumerate(_DIGITS.split(text)))
-
-
-def module_of(name: str) -> str:
-    """The module a tensor belongs to: its name without the last component (`a.b.weight` -> `a.b`)."""
-    return name.rpartition(".")[0]
-
-
-def tensor_order_key(name: str) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    """The sort key of the documented tensor order: (module path, last component), both in natural order."""
-    module, _, leaf = name.rpartition(".")
-    return natural_key(module), natural_key(leaf)
 
 
 class TensorRow(NamedTuple):
