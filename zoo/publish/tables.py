@@ -58,7 +58,6 @@ _MEMBER_LAST = ["config", "split"]
 _CHECKPOINT_FIXED = ["member", "member_path", "modality", "stage", "epoch", "checkpoint", "is_last", "model_repo",
                      "subfolder", "revision", "subfolder_revision", "local_folder", "weights_size", "weights_sha256",
                      "tensor_layout"]
-_LAYOUT_COLUMNS = ["layout", "name", "dtype", "shape", "offset", "numel"]
 _CURVE_FIXED = ["member", "member_path", "modality", "stage", "epoch"]
 _Placements = dict[tuple[str, int], Placed]  # (member path, epoch) -> where that checkpoint is published
 
