@@ -295,3 +295,17 @@ def test_a_zoo_published_without_tensor_layouts_reads_them_from_the_headers(plai
     for entry in local.entries:
         assert older.source.table(entry.relpath, entry.epoch) == local.source.table(entry.relpath, entry.epoch)
     assert all(torch.equal(a["weights"], b["weights"]) for a, b in zip(older, local))
+
+
+def test_splits_by_parent_survive_publishing(plain_zoo, hub_server, tmp_path, capsys):
+    """A zoo split by parent, published: every child is in its parent's split, on the Hub as in the zoo."""
+    root = shutil.copytree(plain_zoo, tmp_path / "by-parent")
+    recorded = assign_splits(root, (0.4, 0.3, 0.3), seed=5, split_by="parent").members
+    repo = "org/weightspace-by-parent"
+    assert run(capsys, "publish", str(root), "--repo-id", repo)[0] == 0
+    hub = HubZoo(repo)
+    assert hub.splits(assign=False).settings() == (5, (0.4, 0.3, 0.3), "parent")
+    published = {entry.relpath: entry.properties["split"] for entry in WeightDataset(repo, format="tokens").entries}
+    assert published == recorded
+    children = [member for member in hub.members() if member.parent_path]
+    assert children and all(published[child.relpath] == published[child.parent_path] for child in children)
