@@ -39,15 +39,7 @@ def _results_by_epoch(member: layout.MemberInfo) -> dict[int, dict[str, Any]]:
 
 def num_parameters(weights: str | Path) -> int:
     """The number of parameters of a safetensors file, from its header alone."""
-    header = layout.read_safetensors_header(weights)
-    total = 0
-    for name, info in header.items():
-        if name != "__metadata__":
-            count = 1
-            for dim in info["shape"]:
-                count *= int(dim)
-            total += count
-    return total
+    return sum(entry["numel"] for entry in layout.tensor_layout(layout.read_safetensors_header(weights)))
 
 
 _MEMBER_FIXED = ["member", "member_path", "modality", "stage", "kind", "state", "parent_member", "parent_path",
@@ -294,8 +286,8 @@ def _flatten_member(item: Selected, shards: _WeightShards, bar: Any) -> _Layout 
     member, first_layout = item.member, None
     for epoch in item.epochs:
         weights = member.checkpoint_dir(epoch) / layout.WEIGHTS
-        if num_parameters(weights) > WEIGHTS_MAX_PARAMS:
-            raise ValueError(f"{weights}: {num_parameters(weights)} parameters, more than the "
+        if (count := num_parameters(weights)) > WEIGHTS_MAX_PARAMS:
+            raise ValueError(f"{weights}: {count} parameters, more than the "
                              f"{WEIGHTS_MAX_PARAMS} --with-weights takes per checkpoint")
         vector, index = _read_flat(weights)
         if first_layout is None:
